@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from .emulator.cli import emulator_group
@@ -10,7 +13,67 @@ from .emulator.cli import emulator_group
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wandbfs")
 def main() -> None:
-    """wandbfs: the W&B Registry as a read-only filesystem."""
+    """wandbfs: the W&B Registry as a read-only filesystem.
+
+    Server and credentials come from the wandb SDK's usual sources: WANDB_API_KEY or
+    `wandb login` (netrc), and WANDB_BASE_URL for a dedicated or local server.
+    """
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option("--org", "orgs", multiple=True, help="Organization to show (repeatable; default: all yours).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Object cache (default: the SDK's, $WANDB_CACHE_DIR or ~/.cache/wandb, shared with "
+                   "artifact.download()).")
+@click.option("--alias-ttl", default=30.0, show_default=True, help="Seconds before aliases are re-resolved.")
+@click.option("--list-ttl", default=60.0, show_default=True,
+              help="Seconds before registry/collection listings are refreshed.")
+@click.option("--negative-ttl", default=30.0, show_default=True, help="Seconds a missing name stays missing.")
+@click.option("--entity", help="Entity of the lineage run (default: your default entity).")
+@click.option("--project", default="wandbfs", show_default=True, help="Project of the lineage run.")
+@click.option("--job-type", default="wandbfs-mount", show_default=True, help="Job type of the lineage run.")
+@click.option("--run-id", help="Record uses on this existing run instead of starting one.")
+@click.option("--no-lineage", is_flag=True, help="Do not record artifact uses in W&B.")
+@click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
+@click.option("--read-timeout", default=30.0, show_default=True,
+              help="Seconds without bytes before a download is abandoned and retried.")
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to stderr.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Daemon log file.")
+@click.option("-d", "--debug", is_flag=True, help="Verbose logging.")
+def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, alias_ttl: float, list_ttl: float,
+          negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
+          no_lineage: bool, allow_other: bool, read_timeout: float, foreground: bool, log_file: Path | None,
+          debug: bool) -> None:
+    """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
+    from .mount import MountConfig, MountError, mount_daemon, mount_foreground
+
+    config = MountConfig(mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
+                         alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
+                         lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
+                         run_id=run_id, allow_other=allow_other, read_timeout=read_timeout,
+                         log_file=log_file.absolute() if log_file else None, debug=debug)
+    try:
+        if foreground:
+            sys.exit(mount_foreground(config))
+        mount_daemon(config)
+    except MountError as e:
+        click.echo(f"wandbfs: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"wandbfs: mounted at {config.mountpoint} (unmount with: wandbfs unmount {config.mountpoint})")
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+def unmount(mountpoint: Path) -> None:
+    """Unmount MOUNTPOINT and wait for the daemon to finish its W&B run."""
+    from .mount import MountError, unmount as do_unmount
+
+    try:
+        do_unmount(mountpoint.absolute())
+    except MountError as e:
+        click.echo(f"wandbfs: {e}", err=True)
+        sys.exit(1)
 
 
 main.add_command(emulator_group)

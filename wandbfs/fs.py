@@ -1,0 +1,394 @@
+"""FUSE glue: pyfuse3 request handlers over the catalog, the inode table and the fetcher.
+
+The tree is ``/<org>/<registry>/<collection>/{vN dirs, alias symlinks}/<files>``. Handlers
+stay short: name resolution lives in the catalog, bytes in the fetcher, lineage in its own
+queue. Everything under a ``vN`` directory is immutable, so it gets day-long kernel timeouts
+and ``keep_cache``; listings and aliases get the short TTLs the user configured.
+
+Every handler goes through ``_guard``: pyfuse3 tears the mount down on any exception that
+is not a ``FUSEError``, so errors are mapped to errnos here and never escape.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat as statmod
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+
+import pyfuse3
+import trio
+
+from .catalog import Catalog
+from .fetcher import Fetcher
+from .inodes import ROOT_INODE, InodeTable, Node
+from .lineage import Lineage, Use
+from .manifest import DIR, ManifestEntry
+from .names import REGISTRY_PREFIX, parse_version_token, qualified_name, split_qualified
+from .wandb_client import AuthError, BackendError, NotFound, VersionDetail
+
+log = logging.getLogger(__name__)
+
+IMMUTABLE_TTL = 24 * 3600.0
+BLKSIZE = 1 << 20
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _guard(fn: F) -> F:
+    """Map every failure to an errno; log what was unexpected. Never let one escape."""
+    @functools.wraps(fn)
+    async def wrapper(self: "WandbFS", *args: Any) -> Any:
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except AuthError as e:
+            log.error("%s: W&B refused the credentials: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(errno.EACCES) from None
+        except BackendError as e:
+            log.error("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:  # noqa: BLE001 - the catch-all the mount's survival depends on
+            log.exception("unexpected error in %s%r", fn.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _erofs(name: str) -> Callable[..., Awaitable[Any]]:
+    async def refuse(self: "WandbFS", *args: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+    refuse.__name__ = name
+    return refuse
+
+
+@dataclass
+class Handle:
+    node: Node
+    detail: VersionDetail
+    entry: ManifestEntry
+    fd: int = -1
+
+
+@dataclass
+class FsOptions:
+    alias_ttl: float = 30.0
+    list_ttl: float = 60.0
+    negative_ttl: float = 30.0
+    uid: int = 0
+    gid: int = 0
+
+
+class WandbFS(pyfuse3.Operations):
+    def __init__(self, catalog: Catalog, fetcher: Fetcher, lineage: Lineage | None,
+                 options: FsOptions | None = None) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.fetcher = fetcher
+        self.lineage = lineage
+        self.opts = options or FsOptions(uid=os.getuid(), gid=os.getgid())
+        self.table = InodeTable()
+        self.table.add_root({"kind": "dir", "mode": 0o555, "mtime": time.time(), "data": {"level": "root"}})
+        self._handles: dict[int, Handle] = {}
+        self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._fh = itertools.count(1)
+        self._via: dict[tuple[int, tuple[Any, ...]], tuple[str, float]] = {}  # (pid, version key) -> alias
+
+    # ---- attributes ------------------------------------------------------------------
+    def _ttl(self, node: Node) -> float:
+        if node.immutable:
+            return IMMUTABLE_TTL
+        if node.kind == "symlink":
+            return self.opts.alias_ttl
+        return self.opts.list_ttl
+
+    def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.inode
+        a.generation = 0
+        a.entry_timeout = a.attr_timeout = self._ttl(node)
+        a.st_mode = node.st_mode
+        a.st_nlink = 2 if node.kind == "dir" else 1
+        a.st_uid, a.st_gid = self.opts.uid, self.opts.gid
+        a.st_size = len(node.target.encode()) if node.kind == "symlink" else node.size
+        a.st_blksize = BLKSIZE
+        a.st_blocks = (a.st_size + 511) // 512
+        ns = int(node.mtime * 1e9)
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
+        return a
+
+    def _negative(self, immutable: bool) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = 0
+        a.entry_timeout = IMMUTABLE_TTL if immutable else self.opts.negative_ttl
+        return a
+
+    # ---- building nodes --------------------------------------------------------------
+    def _dir(self, key: tuple[Any, ...], mtime: float, immutable: bool = False, **data: Any) -> Node:
+        return self.table.upsert(key, kind="dir", mode=0o555, mtime=mtime, immutable=immutable, data=data)
+
+    def _link(self, key: tuple[Any, ...], target: str, mtime: float, **data: Any) -> Node:
+        return self.table.upsert(key, kind="symlink", mode=0o777, target=target, mtime=mtime, data=data)
+
+    def _version_dir(self, org: str, reg: str, coll: str, idx: int, mtime: float) -> Node:
+        return self._dir(("ver", org, reg, coll, idx), mtime, immutable=True, level="tree",
+                         org=org, reg=reg, coll=coll, idx=idx, parts=())
+
+    async def _children(self, node: Node) -> list[tuple[str, Node]]:
+        """Everything listed in a directory (unlisted names are only found by lookup)."""
+        d = node.data
+        level = d["level"]
+        now = time.time()
+        if level == "root":
+            return [(o, self._dir(("org", o), now, level="org", org=o)) for o in sorted(await self.catalog.orgs())]
+        if level == "org":
+            regs = await self.catalog.registries(d["org"])
+            return [(r, self._dir(("reg", d["org"], r), info.created_at or now, level="reg", org=d["org"], reg=r))
+                    for r, info in sorted(regs.items())]
+        if level == "reg":
+            colls = await self.catalog.collections(d["org"], d["reg"])
+            return [(c, self._dir(("coll", d["org"], d["reg"], c), info.created_at or now, level="coll",
+                                  org=d["org"], reg=d["reg"], coll=c)) for c, info in sorted(colls.items())]
+        if level == "coll":
+            org, reg, coll = d["org"], d["reg"], d["coll"]
+            vers = await self.catalog.versions(org, reg, coll)
+            out = [(f"v{i}", self._version_dir(org, reg, coll, i, v.created_at))
+                   for i, v in sorted(vers.versions.items())]
+            out += [(a, self._alias(org, reg, coll, a, i, vers.versions[i].created_at))
+                    for a, i in sorted(vers.aliases.items()) if i in vers.versions]
+            return out
+        detail = await self._detail(node)
+        listing = detail.manifest.listdir(d["parts"]) or {}
+        return [(name, self._tree_node(node, detail, name, child)) for name, child in listing.items()]
+
+    def _alias(self, org: str, reg: str, coll: str, alias: str, idx: int, mtime: float) -> Node:
+        return self._link(("alias", org, reg, coll, alias), f"v{idx}", mtime, level="alias",
+                          org=org, reg=reg, coll=coll, alias=alias, idx=idx)
+
+    def _tree_node(self, parent: Node, detail: VersionDetail, name: str, child: Any) -> Node:
+        d = parent.data
+        parts = d["parts"] + (name,)
+        key = ("path", d["org"], d["reg"], d["coll"], d["idx"], "/".join(parts))
+        common = dict(level="tree", org=d["org"], reg=d["reg"], coll=d["coll"], idx=d["idx"], parts=parts)
+        if child == DIR:
+            return self._dir(key, detail.created_at, immutable=True, **common)
+        return self.table.upsert(key, kind="file", mode=0o444, size=child.size, mtime=detail.created_at,
+                                 immutable=True, data=dict(common, entry=child))
+
+    async def _detail(self, node: Node) -> VersionDetail:
+        d = node.data
+        return await self.catalog.version(d["org"], d["reg"], d["coll"], d["idx"])
+
+    async def _child(self, parent: Node, name: str) -> Node | None:
+        d = parent.data
+        level = d["level"]
+        if level == "org" and name.startswith(REGISTRY_PREFIX):
+            reg = name[len(REGISTRY_PREFIX):]
+            if reg in await self.catalog.registries(d["org"]):
+                return self._link(("regprefix", d["org"], reg), reg, time.time(), level="regprefix")
+            return None
+        if level == "reg":
+            qual = split_qualified(name)
+            if qual is not None:
+                coll, token = qual
+                if coll not in await self.catalog.collections(d["org"], d["reg"]):
+                    return None
+                try:
+                    idx = await self.catalog.resolve(d["org"], d["reg"], coll, token)
+                except NotFound:
+                    return None
+                return self._link(("qual", d["org"], d["reg"], name), f"{coll}/v{idx}", time.time(),
+                                  level="alias", org=d["org"], reg=d["reg"], coll=coll, alias=token, idx=idx)
+        if level == "coll":
+            try:
+                ref = parse_version_token(name)
+            except ValueError:
+                return None
+            org, reg, coll = d["org"], d["reg"], d["coll"]
+            try:
+                idx = await self.catalog.resolve(org, reg, coll, name)
+            except NotFound:
+                return None
+            vers = await self.catalog.versions(org, reg, coll)
+            created = vers.versions[idx].created_at
+            if ref.kind == "index":
+                return self._version_dir(org, reg, coll, idx, created)
+            return self._alias(org, reg, coll, name, idx, created)
+        if level == "tree":
+            detail = await self._detail(parent)
+            child = detail.manifest.lookup(d["parts"] + (name,))
+            return None if child is None else self._tree_node(parent, detail, name, child)
+        for child_name, node in await self._children(parent):
+            if child_name == name:
+                return node
+        return None
+
+    # ---- handlers --------------------------------------------------------------------
+    @_guard
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.table.get(parent_inode)
+        if parent is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        sname = os.fsdecode(name)
+        if sname == ".":
+            node: Node | None = parent
+        else:
+            try:
+                node = await self._child(parent, sname)
+            except NotFound:
+                node = None
+        if node is None:
+            return self._negative(parent.immutable)
+        self.table.incref(node)
+        return self.attrs(node)
+
+    @_guard
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.table.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if node.kind == "symlink" and node.data.get("level") == "alias":
+            await self._refresh_alias(node)
+        return self.attrs(node)
+
+    async def _refresh_alias(self, node: Node) -> None:
+        """Re-resolve an alias symlink from the (alias-TTL cached) listing."""
+        d = node.data
+        idx = await self.catalog.resolve(d["org"], d["reg"], d["coll"], d["alias"])
+        if idx != d["idx"]:
+            log.info("alias %s:%s moved v%d -> v%d", d["coll"], d["alias"], d["idx"], idx)
+            d["idx"] = idx
+            node.target = f"{d['coll']}/v{idx}" if node.key[0] == "qual" else f"v{idx}"
+
+    @_guard
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.table.get(inode)
+        if node is None or node.kind != "symlink":
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        d = node.data
+        if d.get("level") == "alias":
+            await self._refresh_alias(node)
+            # Remember which alias this process came through, for the lineage record.
+            self._via[(ctx.pid, ("ver", d["org"], d["reg"], d["coll"], d["idx"]))] = (d["alias"], time.monotonic())
+        return os.fsencode(node.target)
+
+    def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        try:
+            for inode, n in inode_list:
+                self.table.forget(inode, n)
+        except Exception:  # noqa: BLE001 - forget must never raise
+            log.exception("forget failed")
+
+    @_guard
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.table.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if node.kind != "dir":
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        fh = next(self._fh)
+        self._dirs[fh] = await self._children(node)
+        return fh
+
+    @_guard
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dirs.get(fh, [])
+        for i in range(start_id, len(entries)):
+            name, node = entries[i]
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), i + 1):
+                return
+            self.table.incref(node)
+
+    @_guard
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @_guard
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self.table.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if node.kind != "file":
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        detail = await self._detail(node)
+        fh = next(self._fh)
+        self._handles[fh] = Handle(node, detail, node.data["entry"])
+        node.data["open_handles"] = node.data.get("open_handles", 0) + 1
+        self._note_use(node, detail, ctx.pid)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    def _note_use(self, node: Node, detail: VersionDetail, pid: int) -> None:
+        if self.lineage is None:
+            return
+        d = node.data
+        token = f"v{detail.index}"
+        via = self._via.get((pid, ("ver", d["org"], d["reg"], d["coll"], d["idx"])))
+        if via is not None and time.monotonic() - via[1] < 60:
+            token = via[0]
+        self.lineage.note(Use(detail.artifact_id, detail.name,
+                              qualified_name(detail.org, detail.registry, detail.collection, token)))
+
+    @_guard
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handles.get(fh)
+        if h is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if h.fd < 0:
+            path = await self.fetcher.ensure(h.detail, h.entry)
+            if h.fd < 0:
+                h.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(h.fd, size, off)
+
+    @_guard
+    async def release(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if h is None:
+            return
+        if h.fd >= 0:
+            os.close(h.fd)
+        h.node.data["open_handles"] = max(0, h.node.data.get("open_handles", 1) - 1)
+
+    @_guard
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = BLKSIZE
+        s.f_namemax = 255
+        s.f_files = len(self.table)
+        return s
+
+    @_guard
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        return not (mode & os.W_OK)
+
+    @_guard
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @_guard
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return []
+
+    # Every way of changing the tree is refused: the Registry is read through, never written.
+    setattr = _erofs("setattr")
+    mknod = _erofs("mknod")
+    mkdir = _erofs("mkdir")
+    unlink = _erofs("unlink")
+    rmdir = _erofs("rmdir")
+    symlink = _erofs("symlink")
+    rename = _erofs("rename")
+    link = _erofs("link")
+    create = _erofs("create")
+    write = _erofs("write")
+    setxattr = _erofs("setxattr")
+    removexattr = _erofs("removexattr")
+
+
+__all__ = ["WandbFS", "FsOptions", "ROOT_INODE", "statmod"]

@@ -1,0 +1,377 @@
+"""Mount lifecycle: checks, daemonizing, the trio main loop, signals, clean shutdown.
+
+``wandbfs mount`` checks what it can cheaply (mount point, API key), forks, and waits on a
+pipe until the daemon reports that the mount answers, or why it could not mount. The daemon
+authenticates with the SDK, starts the lineage run, mounts with pyfuse3 and serves until it
+is unmounted or gets SIGTERM/SIGINT; then it unmounts, records pending lineage (bounded)
+and finishes the run. SIGHUP drops listing and alias caches.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import netrc
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+
+class MountError(Exception):
+    """A user-facing reason the mount cannot start (one clear line)."""
+
+
+@dataclass
+class MountConfig:
+    mountpoint: Path
+    orgs: list[str] | None = None
+    cache_dir: Path | None = None
+    alias_ttl: float = 30.0
+    list_ttl: float = 60.0
+    negative_ttl: float = 30.0
+    lineage: bool = True
+    entity: str | None = None
+    project: str = "wandbfs"
+    job_type: str = "wandbfs-mount"
+    run_id: str | None = None
+    allow_other: bool = False
+    read_timeout: float = 30.0
+    download_attempts: int = 5
+    log_file: Path | None = None
+    debug: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def state_dir() -> Path:
+    base = os.environ.get("WANDBFS_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "wandbfs")
+    p = Path(base)
+    p.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return p
+
+
+def _mount_id(mountpoint: Path) -> str:
+    return hashlib.sha256(str(mountpoint.resolve()).encode()).hexdigest()[:16]
+
+
+def runtime_file(mountpoint: Path) -> Path:
+    return state_dir() / f"mount-{_mount_id(mountpoint)}.json"
+
+
+def default_log_file(mountpoint: Path) -> Path:
+    return state_dir() / f"mount-{_mount_id(mountpoint)}.log"
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = str(mountpoint.resolve())
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 1 and parts[1].encode().decode("unicode_escape") == target:
+                return True
+    return False
+
+
+def fusermount_unmount(mountpoint: Path, lazy: bool = False) -> None:
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(mountpoint)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        r2 = subprocess.run(["umount"] + (["-l"] if lazy else []) + [str(mountpoint)], capture_output=True, text=True)
+        if r2.returncode != 0:
+            raise MountError(f"cannot unmount {mountpoint}: {r.stderr.strip() or r2.stderr.strip()}")
+
+
+def preflight(config: MountConfig) -> None:
+    """The checks that need no W&B call; each failure is one clear line."""
+    mp = config.mountpoint
+    try:
+        st = os.stat(mp)
+    except FileNotFoundError:
+        raise MountError(f"mount point {mp} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:  # a daemon died (SIGKILL) and left its mount behind
+            log.warning("clearing the dead mount at %s", mp)
+            fusermount_unmount(mp, lazy=True)
+            st = os.stat(mp)
+        else:
+            raise MountError(f"mount point {mp}: {e.strerror}") from None
+    if not os.path.isdir(mp) or not (st.st_mode & 0o040000):
+        raise MountError(f"mount point {mp} is not a directory")
+    if is_mounted(mp):
+        raise MountError(f"{mp} is already mounted (wandbfs unmount {mp} first)")
+    if any(os.scandir(mp)):
+        raise MountError(f"mount point {mp} is not empty")
+    if not api_key_available():
+        raise MountError("no W&B API key: set WANDB_API_KEY or run `wandb login`")
+
+
+def api_key_available() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+# ---- the daemon ------------------------------------------------------------------------
+
+def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
+    """Run the filesystem until unmounted. ``on_ready(None)`` once it answers, or the error."""
+    import pyfuse3
+    import trio
+
+    from .cache import ObjectCache, default_cache_root
+    from .catalog import Catalog
+    from .fetcher import Fetcher, FetchPolicy
+    from .fs import FsOptions, WandbFS
+    from .lineage import Lineage, MountRun, RunRecorder
+    from .wandb_client import WandbClient, WandbError
+
+    client = WandbClient()
+    mount_run: MountRun | None = None
+    try:
+        client.api()
+        if config.orgs:
+            known = client.viewer_orgs()
+            for org in config.orgs:
+                if org not in known:
+                    raise MountError(f"unknown organization {org!r} (you belong to: {', '.join(known) or 'none'})")
+        recorder = None
+        if config.lineage:
+            if config.run_id:
+                entity = config.entity or client.api().default_entity
+                recorder = RunRecorder(client.api, f"{entity}/{config.project}/{config.run_id}")
+            else:
+                mount_run = MountRun(config.entity, config.project, config.job_type)
+                recorder = RunRecorder(client.api, mount_run.start())
+    except MountError as e:
+        on_ready(str(e))
+        return 1
+    except WandbError as e:
+        on_ready(f"cannot reach W&B at {os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')}: {e}")
+        return 1
+    except Exception as e:  # noqa: BLE001 - anything else is reported to the waiting parent
+        on_ready(f"{type(e).__name__}: {e}")
+        return 1
+
+    cache = ObjectCache(config.cache_dir or default_cache_root())
+    exit_code = 0
+
+    async def main() -> None:
+        catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl)
+        fetcher = Fetcher(cache, catalog.file_url,
+                          policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts))
+        lineage = Lineage(recorder) if recorder else None
+        fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
+                                                          negative_ttl=config.negative_ttl,
+                                                          uid=os.getuid(), gid=os.getgid()))
+        options = set(pyfuse3.default_options) | {"fsname=wandbfs", "subtype=wandbfs", "ro"}
+        if config.allow_other:
+            options.add("allow_other")
+        if config.debug:
+            options.add("debug")
+        try:
+            pyfuse3.init(fs, str(config.mountpoint), options)
+        except RuntimeError as e:
+            on_ready(f"cannot mount {config.mountpoint}: {e}")
+            raise SystemExit(1) from None
+        unmounted = False
+        try:
+            async with trio.open_nursery() as nursery:
+                if lineage:
+                    nursery.start_soon(lineage.run)
+                nursery.start_soon(_signals, catalog)
+                nursery.start_soon(_announce, config.mountpoint, on_ready)
+                await pyfuse3.main()
+                unmounted = True
+                if lineage and not await lineage.drain(30):
+                    log.error("%d lineage records could not be sent before exit", lineage.stats.pending)
+                nursery.cancel_scope.cancel()
+        finally:
+            pyfuse3.close(unmount=not unmounted)
+            fetcher.close()
+
+    try:
+        trio.run(main)
+    except SystemExit as e:
+        exit_code = int(e.code or 0)
+    finally:
+        if mount_run is not None:
+            try:
+                mount_run.finish()
+            except Exception:  # noqa: BLE001
+                log.exception("finishing the mount's W&B run failed")
+    return exit_code
+
+
+async def _announce(mountpoint: Path, on_ready: Callable[[str | None], None]) -> None:
+    import trio
+
+    await trio.to_thread.run_sync(os.stat, mountpoint)  # answered by our own loop
+    log.info("mounted at %s", mountpoint)
+    on_ready(None)
+
+
+async def _signals(catalog: object) -> None:
+    import pyfuse3
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for sig in signals:
+            if sig == signal.SIGHUP:
+                log.info("SIGHUP: dropping listing and alias caches")
+                catalog.invalidate()  # type: ignore[attr-defined]
+                continue
+            log.info("signal %d: unmounting", sig)
+            pyfuse3.terminate()
+
+
+def setup_logging(config: MountConfig, to_stderr: bool) -> None:
+    handler: logging.Handler
+    if to_stderr:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        path = config.log_file or default_log_file(config.mountpoint)
+        handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if config.debug else logging.INFO)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def mount_foreground(config: MountConfig) -> int:
+    preflight(config)
+    setup_logging(config, to_stderr=True)
+    failure: list[str] = []
+
+    def ready(err: str | None) -> None:
+        if err:
+            failure.append(err)
+        else:
+            _write_runtime(config)
+            print(f"wandbfs: mounted at {config.mountpoint}", file=sys.stderr)
+
+    code = serve(config, ready)
+    if failure:
+        raise MountError(failure[0])
+    return code
+
+
+def _write_runtime(config: MountConfig) -> None:
+    info = {"pid": os.getpid(), "mountpoint": str(config.mountpoint.resolve()),
+            "log_file": str(config.log_file or default_log_file(config.mountpoint)), "started": time.time()}
+    path = runtime_file(config.mountpoint)
+    path.write_text(json.dumps(info))
+    os.chmod(path, 0o600)
+
+
+def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
+    """Fork; the parent returns 0 once the mount answers, or raises MountError with the reason."""
+    preflight(config)
+    config.log_file = config.log_file or default_log_file(config.mountpoint)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        logfd = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+        setup_logging(config, to_stderr=False)
+        sent = [False]
+
+        def ready(err: str | None) -> None:
+            if sent[0]:
+                return
+            sent[0] = True
+            if err is None:
+                _write_runtime(config)
+            os.write(w, (err or "OK").encode())
+            os.close(w)
+
+        code = 1
+        try:
+            code = serve(config, ready)
+        except BaseException as e:  # noqa: BLE001
+            logging.getLogger(__name__).exception("daemon failed")
+            ready(f"{type(e).__name__}: {e}")
+        finally:
+            if not sent[0]:
+                ready("the daemon exited before the mount was ready")
+            logging.shutdown()
+            os._exit(code)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    chunks = []
+    import select
+
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MountError(f"the mount did not answer within {timeout:.0f}s (see {config.log_file})")
+        ready_fds, _, _ = select.select([r], [], [], left)
+        if not ready_fds:
+            continue
+        data = os.read(r, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(r)
+    msg = b"".join(chunks).decode()
+    if msg != "OK":
+        os.waitpid(pid, 0)
+        raise MountError(msg or "the daemon exited without a word")
+    return 0
+
+
+def unmount(mountpoint: Path, timeout: float = 60.0) -> None:
+    """Unmount, then wait for the daemon to finish (it records lineage and closes its run)."""
+    info = None
+    rt = runtime_file(mountpoint)
+    if rt.exists():
+        try:
+            info = json.loads(rt.read_text())
+        except ValueError:
+            info = None
+    if not is_mounted(mountpoint):
+        raise MountError(f"{mountpoint} is not mounted")
+    fusermount_unmount(mountpoint)
+    if info:
+        pid = int(info["pid"])
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise MountError(f"unmounted, but the daemon (pid {pid}) is still running after {timeout:.0f}s")
+            time.sleep(0.05)
+        rt.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+__all__ = ["MountConfig", "MountError", "mount_daemon", "mount_foreground", "unmount", "asdict"]

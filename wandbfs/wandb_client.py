@@ -1,0 +1,245 @@
+"""The W&B client: every call wandbfs makes to W&B, through the official SDK.
+
+All functions here are blocking (the SDK is synchronous) and return plain data, so the
+filesystem calls them through ``trio.to_thread.run_sync`` with a capacity limiter and never
+holds SDK objects. SDK exceptions are mapped to three kinds the FUSE layer turns into
+errnos: ``NotFound`` (ENOENT), ``AuthError`` (EACCES), ``BackendError`` (EIO).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+from .manifest import Manifest, parse_manifest
+from .names import REGISTRY_PREFIX, qualified_name, registry_display, registry_project
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class WandbError(Exception):
+    """Base of the errors this module raises."""
+
+
+class NotFound(WandbError):
+    pass
+
+
+class AuthError(WandbError):
+    pass
+
+
+class BackendError(WandbError):
+    pass
+
+
+def parse_time(s: str | None) -> float:
+    """W&B timestamps are UTC without a zone ("2026-11-27T05:38:19")."""
+    if not s:
+        return 0.0
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class RegistryInfo:
+    name: str        # display name, without the wandb-registry- prefix
+    created_at: float
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    type: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    index: int
+    aliases: tuple[str, ...]
+    created_at: float
+    artifact_id: str
+
+
+@dataclass(frozen=True)
+class CollectionVersions:
+    """A collection's versions and where each alias points, as of one listing."""
+
+    versions: dict[int, VersionSummary]
+    aliases: dict[str, int]
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    """One immutable version: its identity and its manifest."""
+
+    org: str
+    registry: str
+    collection: str
+    index: int
+    artifact_id: str
+    entity: str
+    project: str
+    created_at: float
+    aliases: tuple[str, ...]
+    manifest: Manifest
+    metadata: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return qualified_name(self.org, self.registry, self.collection, f"v{self.index}")
+
+
+def _classify(e: BaseException) -> WandbError:
+    from wandb.errors import AuthenticationError, CommError
+
+    text = str(e)
+    if isinstance(e, AuthenticationError):
+        if "giving up after" in text or "connection refused" in text.lower():
+            return BackendError(f"W&B unreachable: {text}")
+        return AuthError(text)
+    if "401" in text or "403" in text and "Forbidden" in text or "not logged in" in text:
+        return AuthError(text)
+    if isinstance(e, (CommError, ValueError)) and (
+            "not found" in text.lower() or "cannot be linked/fetched" in text or "Failed to load" in text):
+        return NotFound(text)
+    return BackendError(f"{type(e).__name__}: {text}")
+
+
+class WandbClient:
+    """One ``wandb.Api`` per mount (never shared across mounts)."""
+
+    def __init__(self, api_factory: Callable[[], Any] | None = None) -> None:
+        self._factory = api_factory or self._default_factory
+        self._api: Any = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _default_factory() -> Any:
+        import wandb
+
+        return wandb.Api(timeout=30)
+
+    def api(self) -> Any:
+        with self._lock:
+            if self._api is None:
+                self._api = self._call(self._factory)
+            return self._api
+
+    def reset(self) -> None:
+        """Drop the Api so the next call re-authenticates (after a key change or outage)."""
+        with self._lock:
+            self._api = None
+
+    @staticmethod
+    def _call(fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except WandbError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the SDK raises many types; map them all
+            raise _classify(e) from e
+
+    # ---- identity ----------------------------------------------------------------------
+    def viewer_orgs(self) -> list[str]:
+        """The organizations the API key's user belongs to (display names)."""
+        def run() -> list[str]:
+            from wandb.apis.public.utils import org_info_from_entity
+
+            api = self.api()
+            info = org_info_from_entity(api._service_api, api.default_entity)
+            names: list[str] = []
+            if info and info.organization:
+                names.append(info.organization.name)
+            if info and info.user:
+                names.extend(o.name for o in info.user.organizations)
+            return sorted(set(names))
+        return self._call(run)
+
+    def check_org(self, org: str) -> None:
+        self._call(lambda: self.api().organization(org))
+
+    # ---- listings ----------------------------------------------------------------------
+    def registries(self, org: str) -> list[RegistryInfo]:
+        def run() -> list[RegistryInfo]:
+            out = []
+            for r in self.api().registries(organization=org):
+                out.append(RegistryInfo(r.name, parse_time(getattr(r, "created_at", None))))
+            return out
+        return self._call(run)
+
+    def collections(self, org: str, registry: str) -> list[CollectionInfo]:
+        def run() -> list[CollectionInfo]:
+            reg = self.api().registry(registry, org)
+            return [CollectionInfo(c.name, c.type, parse_time(c.created_at)) for c in reg.collections()]
+        return self._call(run)
+
+    def versions(self, org: str, registry: str, collection: str, type_name: str) -> CollectionVersions:
+        def run() -> CollectionVersions:
+            path = f"{org}/{registry_project(registry)}/{collection}"
+            coll = self.api().artifact_collection(type_name, path)
+            versions: dict[int, VersionSummary] = {}
+            aliases: dict[str, int] = {}
+            for a in coll.artifacts():
+                idx = int(a.version[1:])
+                al = tuple(x for x in a.aliases if not (x.startswith("v") and x[1:].isdigit()))
+                versions[idx] = VersionSummary(idx, al, parse_time(a.created_at), a.id)
+                for x in al:
+                    aliases[x] = idx
+            return CollectionVersions(versions, aliases)
+        return self._call(run)
+
+    # ---- one version -------------------------------------------------------------------
+    def version(self, org: str, registry: str, collection: str, token: str) -> VersionDetail:
+        """Resolve ``token`` (vN or alias) on the server and load the version's manifest."""
+        def run() -> VersionDetail:
+            art = self.api().artifact(qualified_name(org, registry, collection, token))
+            contents = {}
+            for path, e in art.manifest.entries.items():
+                raw: dict[str, Any] = {"digest": e.digest, "size": e.size}
+                if e.ref:
+                    raw["ref"] = e.ref
+                if e.extra:
+                    raw["extra"] = e.extra
+                if e.birth_artifact_id:
+                    raw["birthArtifactID"] = e.birth_artifact_id
+                contents[path] = raw
+            manifest = parse_manifest({"version": 1, "storagePolicy": "wandb-storage-policy-v1",
+                                       "storagePolicyConfig": {"storageLayout": "V2"},
+                                       "contents": contents})
+            return VersionDetail(org=org, registry=registry, collection=collection,
+                                 index=int(art.version[1:]), artifact_id=art.id, entity=art.entity,
+                                 project=art.project, created_at=parse_time(art.created_at),
+                                 aliases=tuple(art.aliases), manifest=manifest,
+                                 metadata=dict(art.metadata or {}))
+        return self._call(run)
+
+    def file_urls(self, detail: VersionDetail) -> dict[str, str]:
+        """Signed URLs for every file of a version (5,000 a page, like artifact.download())."""
+        def run() -> dict[str, str]:
+            art = self.api().artifact(detail.name)
+            urls: dict[str, str] = {}
+            cursor = None
+            while True:
+                conn = art._fetch_file_urls(cursor)
+                for edge in conn.edges:
+                    if edge.node and edge.node.direct_url:
+                        urls[edge.node.name] = edge.node.direct_url
+                if not conn.page_info.has_next_page:
+                    return urls
+                cursor = conn.page_info.end_cursor
+        return self._call(run)
+
+
+def is_registry_project(name: str) -> bool:
+    return name.startswith(REGISTRY_PREFIX) and registry_display(name) is not None
