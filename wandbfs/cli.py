@@ -58,9 +58,15 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, alias
             sys.exit(mount_foreground(config))
         mount_daemon(config)
     except MountError as e:
-        click.echo(f"wandbfs: {e}", err=True)
+        click.echo(f"wandbfs: {_one_line(str(e))}", err=True)
         sys.exit(1)
     click.echo(f"wandbfs: mounted at {config.mountpoint} (unmount with: wandbfs unmount {config.mountpoint})")
+
+
+def _one_line(msg: str) -> str:
+    """CLI mistakes get one line; the daemon log has the rest."""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    return lines[0] if lines else "failed"
 
 
 @main.command()

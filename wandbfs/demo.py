@@ -1,63 +1,90 @@
-"""``scripts/demo``: the emulator with sample data, browsed with the wandb SDK."""
+"""``scripts/demo``: the emulator with sample registries, mounted with wandbfs and browsed.
+
+``scripts/demo`` leaves the emulator and the mount running so you can explore them;
+``scripts/demo stop`` unmounts and stops the emulator.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 DEMO_KEY = "demo-" + "0" * 40
+DEMO_DIR = Path(os.environ.get("WANDBFS_DEMO_DIR", "/tmp/wandbfs-demo"))
 
 
-def start_emulator(state: Path) -> tuple[subprocess.Popen[str], str]:
+def demo_env(base_url: str) -> dict[str, str]:
+    d = DEMO_DIR
+    return dict(os.environ, WANDB_BASE_URL=base_url, WANDB_API_KEY=DEMO_KEY, WANDB_SILENT="true",
+                WANDB_CACHE_DIR=str(d / "cache"), WANDB_DIR=str(d), WANDB_CONFIG_DIR=str(d / "config"),
+                WANDB_DATA_DIR=str(d / "data"), WANDB_ARTIFACT_DIR=str(d / "artifacts"),
+                WANDBFS_STATE_DIR=str(d / "state"), WANDB_CONSOLE="off")
+
+
+def start_emulator() -> str:
+    log = open(DEMO_DIR / "emulator.out", "w")
     proc = subprocess.Popen([sys.executable, "-m", "wandbfs.cli", "emulator", "serve", "--demo",
-                             "--state", str(state)], stdout=subprocess.PIPE, text=True)
+                             "--state", str(DEMO_DIR / "emulator-state")],
+                            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
     line = proc.stdout.readline().strip() if proc.stdout else ""
     if not line.startswith("WANDB_BASE_URL="):
         proc.kill()
-        raise SystemExit("demo: the emulator did not start")
-    return proc, line.split("=", 1)[1]
+        raise SystemExit("demo: the emulator did not start (see %s)" % (DEMO_DIR / "emulator.out"))
+    (DEMO_DIR / "emulator.pid").write_text(str(proc.pid))
+    return line.split("=", 1)[1]
 
 
-def sdk_env(base_url: str, root: Path) -> dict[str, str]:
-    env = dict(os.environ, WANDB_BASE_URL=base_url, WANDB_API_KEY=DEMO_KEY, WANDB_SILENT="true",
-               WANDB_CACHE_DIR=str(root / "cache"), WANDB_DIR=str(root), WANDB_CONFIG_DIR=str(root / "config"),
-               WANDB_DATA_DIR=str(root / "data"), WANDB_ARTIFACT_DIR=str(root / "artifacts"))
-    return env
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    print(f"$ {' '.join(cmd)}", flush=True)
+    subprocess.run(cmd, env=env, check=True)
 
 
-def show_with_sdk() -> None:
-    import wandb
-
-    api = wandb.Api()
-    print("Registries of org 'acme', as wandb.Api() sees them:")
-    for reg in api.registries(organization="acme"):
-        print(f"  {reg.name!r}")
-        for coll in api.registry(reg.name, "acme").collections():
-            vers = sorted(coll.artifacts(), key=lambda a: a.version)
-            shown = ", ".join(f"{a.version}[{'/'.join(sorted(a.aliases))}]" if a.aliases else a.version
-                              for a in vers)
-            print(f"    {coll.name}: {shown}")
-    art = api.artifact("acme/wandb-registry-model/resnet50:production")
-    print(f"acme/wandb-registry-model/resnet50:production -> {art.version}, files:")
-    for path, entry in sorted(art.manifest.entries.items()):
-        print(f"    {path}  ({entry.size} bytes)")
+def stop() -> None:
+    mnt = DEMO_DIR / "mnt"
+    env = demo_env("")
+    subprocess.run([sys.executable, "-m", "wandbfs.cli", "unmount", str(mnt)], env=env)
+    pidfile = DEMO_DIR / "emulator.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        pidfile.unlink()
+    print("demo stopped")
 
 
 def main() -> None:
-    root = Path(os.environ.get("WANDBFS_DEMO_DIR") or tempfile.mkdtemp(prefix="wandbfs-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
-    proc, base = start_emulator(root / "emulator-state")
-    print(f"W&B emulator running at {base} (state in {root / 'emulator-state'})")
-    try:
-        env = sdk_env(base, root)
-        os.environ.update(env)
-        show_with_sdk()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    if sys.argv[1:] == ["stop"]:
+        stop()
+        return
+    if (DEMO_DIR / "emulator.pid").exists():
+        stop()
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    base = start_emulator()
+    env = demo_env(base)
+    print(f"W&B emulator (sample org 'acme') at {base}")
+    mnt = DEMO_DIR / "mnt"
+    mnt.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    run([sys.executable, "-m", "wandbfs.cli", "mount", str(mnt), "--project", "wandbfs-demo"], env)
+    print(f"(mounted in {time.monotonic() - t0:.1f}s)\n")
+    run(["ls", str(mnt / "acme")], env)
+    run(["ls", "-l", str(mnt / "acme/model/resnet50")], env)
+    run(["ls", "-l", str(mnt / "acme/model/resnet50/production") + "/"], env)
+    run(["cat", str(mnt / "acme/model/resnet50/production/config.json")], env)
+    print()
+    run(["sha256sum", str(mnt / "acme/wandb-registry-model/resnet50:latest/model.safetensors")], env)
+    print(f"""
+wandbfs is mounted at {mnt}. Try:
+  ls -l '{mnt}/acme/Fine-tuned Models/llama-ft'
+  find {mnt}/acme/dataset/imagenet-mini/v2 | head
+To use the wandbfs command yourself: export WANDB_BASE_URL={base} WANDB_API_KEY={DEMO_KEY}
+To unmount and stop the emulator:  scripts/demo stop
+""")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class Handle:
     detail: VersionDetail
     entry: ManifestEntry
     fd: int = -1
+    error: int = 0  # a handle whose fetch failed keeps failing; a new open tries again
 
 
 @dataclass
@@ -341,8 +342,16 @@ class WandbFS(pyfuse3.Operations):
         h = self._handles.get(fh)
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if h.error:
+            raise pyfuse3.FUSEError(h.error)
         if h.fd < 0:
-            path = await self.fetcher.ensure(h.detail, h.entry)
+            try:
+                path = await self.fetcher.ensure(h.detail, h.entry)
+            except (NotFound, AuthError, BackendError) as e:
+                # The kernel retries a failed page read at once; do not refetch for it.
+                h.error = errno.ENOENT if isinstance(e, NotFound) else (
+                    errno.EACCES if isinstance(e, AuthError) else errno.EIO)
+                raise
             if h.fd < 0:
                 h.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         return os.pread(h.fd, size, off)

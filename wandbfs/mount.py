@@ -140,6 +140,9 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     from .lineage import Lineage, MountRun, RunRecorder
     from .wandb_client import WandbClient, WandbError
 
+    # A WANDB_SERVICE inherited from a calling process that uses wandb points at that
+    # process's wandb-core, which goes away with it: the daemon starts its own.
+    os.environ.pop("WANDB_SERVICE", None)
     client = WandbClient()
     mount_run: MountRun | None = None
     try:
@@ -161,7 +164,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         on_ready(str(e))
         return 1
     except WandbError as e:
-        on_ready(f"cannot reach W&B at {os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')}: {e}")
+        reason = str(e).replace("W&B unreachable: ", "")
+        on_ready(f"cannot reach W&B at {os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')}: {reason}")
         return 1
     except Exception as e:  # noqa: BLE001 - anything else is reported to the waiting parent
         on_ready(f"{type(e).__name__}: {e}")
@@ -188,20 +192,29 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         except RuntimeError as e:
             on_ready(f"cannot mount {config.mountpoint}: {e}")
             raise SystemExit(1) from None
-        unmounted = False
+        closed = [False]
+        gone = [False]  # main() returned without terminate(): the kernel already unmounted
+        # pyfuse3.main() returns both when the mount is gone (fusermount -u) and after
+        # terminate() (our signal handler); only in the second case is the mount still up.
+        terminated: list[int] = []
         try:
             async with trio.open_nursery() as nursery:
                 if lineage:
                     nursery.start_soon(lineage.run)
-                nursery.start_soon(_signals, catalog)
+                nursery.start_soon(_signals, catalog, terminated)
                 nursery.start_soon(_announce, config.mountpoint, on_ready)
                 await pyfuse3.main()
-                unmounted = True
+                gone[0] = not terminated
+                if terminated:
+                    # Unmount first, so no reader sees a dead mount while lineage drains.
+                    pyfuse3.close(unmount=True)
+                    closed[0] = True
                 if lineage and not await lineage.drain(30):
                     log.error("%d lineage records could not be sent before exit", lineage.stats.pending)
                 nursery.cancel_scope.cancel()
         finally:
-            pyfuse3.close(unmount=not unmounted)
+            if not closed[0]:
+                pyfuse3.close(unmount=not gone[0])
             fetcher.close()
 
     try:
@@ -225,7 +238,7 @@ async def _announce(mountpoint: Path, on_ready: Callable[[str | None], None]) ->
     on_ready(None)
 
 
-async def _signals(catalog: object) -> None:
+async def _signals(catalog: object, terminated: list[int]) -> None:
     import pyfuse3
     import trio
 
@@ -236,6 +249,7 @@ async def _signals(catalog: object) -> None:
                 catalog.invalidate()  # type: ignore[attr-defined]
                 continue
             log.info("signal %d: unmounting", sig)
+            terminated.append(sig)
             pyfuse3.terminate()
 
 

@@ -1,0 +1,106 @@
+"""Real mounts for tests: ``wandbfs mount`` as a user runs it, torn down even on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.conftest import hermetic_env
+from tests.helpers import wait_for
+from wandbfs.emulator import Emulator
+
+pytestmark = pytest.mark.fuse
+
+
+def _mounted(mp: Path) -> bool:
+    target = str(mp)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+class Mounted:
+    def __init__(self, path: Path, env: dict[str, str], proc: subprocess.CompletedProcess[str]) -> None:
+        self.path = path
+        self.env = env
+        self.result = proc
+
+    @property
+    def runtime(self) -> dict[str, object]:
+        import hashlib
+
+        mid = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        return json.loads((Path(self.env["WANDBFS_STATE_DIR"]) / f"mount-{mid}.json").read_text())
+
+    @property
+    def pid(self) -> int:
+        return int(self.runtime["pid"])  # type: ignore[arg-type]
+
+    @property
+    def log(self) -> str:
+        return Path(str(self.runtime["log_file"])).read_text()
+
+    def unmount(self) -> subprocess.CompletedProcess[str]:
+        return run_cli(["unmount", str(self.path)], self.env)
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wandbfs.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def mount_env(emulator: Emulator, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(hermetic_env(tmp_path / "daemon", emulator.url))
+    env["WANDBFS_STATE_DIR"] = str(tmp_path / "daemon" / "state")
+    return env
+
+
+@pytest.fixture
+def mount(emu: Emulator, mount_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Mounted]]:
+    """``mount(*options)`` mounts at a fresh directory; all mounts are removed at teardown."""
+    made: list[Mounted] = []
+
+    def do_mount(*options: str, env: dict[str, str] | None = None, mountpoint: Path | None = None) -> Mounted:
+        mp = mountpoint or tmp_path / f"mnt{len(made)}"
+        mp.mkdir(exist_ok=True)
+        e = env or mount_env
+        r = run_cli(["mount", str(mp), *options], e)
+        assert r.returncode == 0, f"mount failed: {r.stderr}"
+        assert _mounted(mp)
+        m = Mounted(mp, e, r)
+        made.append(m)
+        return m
+
+    yield do_mount
+    for m in made:
+        if _mounted(m.path):
+            pid = None
+            try:
+                pid = m.pid
+            except (OSError, ValueError, KeyError):
+                pass
+            r = m.unmount()
+            if r.returncode != 0 or _mounted(m.path):
+                subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        assert not _mounted(m.path)
+
+
+def blob_gets(emu: Emulator) -> list:
+    return [e for e in emu.log.entries("blob") if e.method == "GET"]
+
+
+def wait_unmounted(path: Path, timeout: float = 30) -> None:
+    wait_for(lambda: not _mounted(path), timeout, what=f"{path} to be unmounted")

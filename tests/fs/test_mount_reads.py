@@ -1,0 +1,143 @@
+"""A real mount, read with ordinary tools; content published with the real SDK."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import wandb
+
+from tests.fs.conftest import blob_gets
+from tests.helpers import files_digest, publish_with_sdk, tree_digest
+
+FILES = {
+    "model.safetensors": os.urandom(300_000),
+    "config.json": b'{"layers": 50}\n',
+    "tokenizer/vocab.txt": b"a\nb\nc\n",
+    "tokenizer/merges/merges.txt": b"a b\n",
+    "deep/er/still/deeper.bin": os.urandom(5000),
+    "empty.txt": b"",
+}
+
+
+@pytest.fixture(scope="module")
+def fs_published(emulator, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pub")
+    publish_with_sdk(tmp, "fs-tree", FILES, aliases=["production"])
+    publish_with_sdk(tmp, "fs-tree", {"model.safetensors": b"second version\n"}, aliases=["staging"])
+    wandb.teardown()
+    return "acme/wandb-registry-model/fs-tree"
+
+
+def test_listing_at_every_level(mount, fs_published):
+    m = mount()
+    root = m.path
+    assert os.listdir(root) == ["acme"]
+    assert {"model", "dataset", "Fine-tuned Models"} <= set(os.listdir(root / "acme"))
+    assert {"resnet50", "bert-base", "fs-tree"} <= set(os.listdir(root / "acme/model"))
+    coll = root / "acme/model/fs-tree"
+    assert sorted(os.listdir(coll)) == ["latest", "production", "staging", "v0", "v1"]
+    assert os.readlink(coll / "production") == "v0"
+    assert os.readlink(coll / "latest") == "v1" and os.readlink(coll / "staging") == "v1"
+    assert (coll / "v0").is_dir() and not (coll / "v0").is_symlink()
+    assert sorted(os.listdir(coll / "v0")) == ["config.json", "deep", "empty.txt", "model.safetensors", "tokenizer"]
+    assert os.listdir(root / "acme/Fine-tuned Models/llama-ft/production/adapter")
+    st = os.stat(coll / "v0/model.safetensors")
+    assert st.st_size == 300_000 and st.st_mode & 0o777 == 0o444 and st.st_blksize == 1 << 20
+    assert os.stat(coll / "v0").st_mode & 0o777 == 0o555
+    assert os.stat(coll / "v0/model.safetensors").st_ino == os.stat(coll / "production/model.safetensors").st_ino
+
+
+def test_tools_see_the_published_bytes_and_tree(mount, fs_published, tmp_path, fresh_cache):
+    m = mount()
+    v0 = m.path / "acme/model/fs-tree/production"
+    assert tree_digest(v0) == files_digest(FILES)
+    out = subprocess.run(["sha256sum", "model.safetensors", "deep/er/still/deeper.bin"], cwd=v0,
+                         capture_output=True, text=True, check=True).stdout
+    assert hashlib.sha256(FILES["model.safetensors"]).hexdigest() in out
+    subprocess.run(["cp", "-r", str(v0) + "/", str(tmp_path / "copy")], check=True)  # production/ follows the alias
+    assert tree_digest(tmp_path / "copy") == files_digest(FILES)
+    found = subprocess.run(["find", ".", "-type", "f"], cwd=v0, capture_output=True, text=True, check=True).stdout
+    assert sorted(p[2:] for p in found.split()) == sorted(FILES)
+    du = int(subprocess.run(["du", "-sb", "--apparent-size", str(v0) + "/"], capture_output=True, text=True,
+                            check=True).stdout.split()[0])
+    assert du >= sum(len(v) for v in FILES.values())
+    walked = {os.path.relpath(os.path.join(d, f), v0) for d, _, fs in os.walk(v0) for f in fs}
+    assert walked == set(FILES)
+    sdk_dir = Path(wandb.Api().artifact(f"{fs_published}:production").download(str(tmp_path / "sdk")))
+    assert tree_digest(sdk_dir) == tree_digest(v0)
+
+
+def test_no_blob_fetched_before_a_read(emu, mount, fs_published, fresh_cache):
+    m = mount("--cache-dir", str(fresh_cache))
+    subprocess.run(["ls", "-lR", str(m.path / "acme/model/fs-tree")], check=True, capture_output=True)
+    os.stat(m.path / "acme/model/fs-tree/v0/model.safetensors")
+    assert blob_gets(emu) == []
+    assert (m.path / "acme/model/fs-tree/v0/config.json").read_bytes() == FILES["config.json"]
+    assert len(blob_gets(emu)) == 1
+
+
+def test_name_based_paths(mount, fs_published):
+    m = mount()
+    reg = m.path / "acme/wandb-registry-model"
+    assert (reg / "fs-tree:production/config.json").read_bytes() == FILES["config.json"]
+    assert (reg / "fs-tree:v1/model.safetensors").read_bytes() == b"second version\n"
+    assert (reg / "fs-tree:latest/model.safetensors").read_bytes() == b"second version\n"
+    assert os.readlink(m.path / "acme/wandb-registry-model") == "model"
+    assert "wandb-registry-model" not in os.listdir(m.path / "acme")
+    assert not any(":" in n for n in os.listdir(reg))
+    assert (m.path / "acme/wandb-registry-Fine-tuned Models/llama-ft:production/adapter").is_dir()
+
+
+def test_writes_are_refused_with_erofs(mount, fs_published):
+    m = mount()
+    v0 = m.path / "acme/model/fs-tree/v0"
+    attempts = [
+        lambda: open(v0 / "config.json", "r+b"),
+        lambda: open(v0 / "new.txt", "wb"),
+        lambda: os.mkdir(v0 / "d"),
+        lambda: os.rename(v0 / "config.json", v0 / "c2.json"),
+        lambda: os.unlink(v0 / "config.json"),
+        lambda: os.rmdir(v0 / "tokenizer"),
+        lambda: os.chmod(v0 / "config.json", 0o644),
+        lambda: os.truncate(v0 / "config.json", 0),
+        lambda: os.setxattr(v0 / "config.json", "user.x", b"1"),
+        lambda: os.symlink("x", v0 / "lnk"),
+        lambda: os.mkdir(m.path / "acme/newreg"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as ei:
+            attempt()
+        assert ei.value.errno == errno.EROFS, attempt
+    assert (v0 / "config.json").read_bytes() == FILES["config.json"]
+
+
+def test_unknown_names_are_enoent_and_misses_are_cached(emu, mount, fs_published):
+    m = mount()
+    for p in ["nope", "acme/nope", "acme/model/nope", "acme/model/fs-tree/v9", "acme/model/fs-tree/no-alias",
+              "acme/model/fs-tree/v0/nope.txt", "acme/model/fs-tree/v0/tokenizer/nope",
+              "acme/wandb-registry-model/fs-tree:nope", "acme/wandb-registry-nope", "acme/model/nope:v0"]:
+        with pytest.raises(FileNotFoundError):
+            os.stat(m.path / p)
+    emu.log.clear()
+    for _ in range(200):
+        for p in ["acme/model/fs-tree/v0/nope.txt", "acme/model/fs-tree/v9", "acme/model/nope"]:
+            with pytest.raises(FileNotFoundError):
+                os.stat(m.path / p)
+    assert emu.log.entries("graphql") == []
+
+
+def test_corrupt_bytes_are_never_served(emu, mount, fs_published, fresh_cache):
+    m = mount("--cache-dir", str(fresh_cache))
+    emu.faults.set([{"route": "blob", "corrupt": True}])
+    with pytest.raises(OSError) as ei:
+        (m.path / "acme/model/fs-tree/v0/model.safetensors").read_bytes()
+    assert ei.value.errno == errno.EIO
+    assert len(blob_gets(emu)) == 2  # fetched once more, then EIO
+    assert not any(p.is_file() for p in (fresh_cache / "artifacts/obj").rglob("*"))
+    emu.faults.clear()
+    assert (m.path / "acme/model/fs-tree/v0/model.safetensors").read_bytes() == FILES["model.safetensors"]
