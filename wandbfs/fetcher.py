@@ -158,6 +158,7 @@ class Fetcher:
                                        timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
             except urllib3.exceptions.HTTPError as e:
                 raise _Transient(f"{type(e).__name__}: {e}") from e
+            complete = False
             try:
                 if r.status in (401, 403):
                     raise _UrlRefused(f"HTTP {r.status}")
@@ -176,9 +177,13 @@ class Fetcher:
                         n += len(chunk)
                 if n != entry.size:
                     raise _Transient(f"short body: {n} of {entry.size} bytes")
+                complete = True
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 raise _Transient(f"{type(e).__name__}: {e}") from e
             finally:
+                if not complete:
+                    # Unread bytes would poison the next request on this connection.
+                    r.close()
                 r.release_conn()
             path = self.cache.commit(tmp, entry, hasher=hasher)
             self.stats.downloads += 1

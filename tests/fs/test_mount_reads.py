@@ -12,7 +12,7 @@ import pytest
 import wandb
 
 from tests.fs.conftest import blob_gets
-from tests.helpers import files_digest, publish_with_sdk, tree_digest
+from tests.helpers import files_digest, publish_with_sdk, tree_digest, wait_for
 
 FILES = {
     "model.safetensors": os.urandom(300_000),
@@ -141,3 +141,20 @@ def test_corrupt_bytes_are_never_served(emu, mount, fs_published, fresh_cache):
     assert not any(p.is_file() for p in (fresh_cache / "artifacts/obj").rglob("*"))
     emu.faults.clear()
     assert (m.path / "acme/model/fs-tree/v0/model.safetensors").read_bytes() == FILES["model.safetensors"]
+
+
+def test_expired_signed_urls_are_refreshed_not_reported(emu, mount, fs_published, fresh_cache):
+    m = mount("--cache-dir", str(fresh_cache))
+    v0 = m.path / "acme/model/fs-tree/v0"
+    old = emu.signer.lifetime_s
+    emu.signer.lifetime_s = 1
+    try:
+        assert (v0 / "config.json").read_bytes() == FILES["config.json"]  # the mount now holds v0's URLs
+        probe = emu.signer.sign(emu.url, "/probe")  # signed after the mount's URLs: expires no earlier
+        path, query = probe[len(emu.url):].split("?")
+        wait_for(lambda: emu.signer.check(path, query) is not None, timeout=5, what="URLs to expire")
+        assert (v0 / "tokenizer/vocab.txt").read_bytes() == FILES["tokenizer/vocab.txt"]
+        statuses = [e.status for e in blob_gets(emu)]
+        assert statuses == [200, 403, 200]  # refused once, refreshed, served
+    finally:
+        emu.signer.lifetime_s = old

@@ -270,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             limit = min(limit, fault.truncate)
         if fault.reset_after is not None:
             limit = min(limit, fault.reset_after)
+        elif fault.stall_s:
+            limit = 0  # a stall hangs right after the headers unless reset_after says otherwise
         sent, t0 = 0, time.monotonic()
         f.seek(start)
         while sent < limit:
