@@ -169,3 +169,22 @@ def test_cli_mistakes_get_one_clear_line(case, emu, mount, mount_env, tmp_path):
 def test_unmount_of_something_not_mounted_fails_clearly(mount_env, tmp_path):
     r = run_cli(["unmount", str(tmp_path)], mount_env)
     assert r.returncode == 1 and "not mounted" in r.stderr
+
+
+def test_foreground_mount_logs_to_stderr_and_stops_on_sigterm(emu, mount_env, tmp_path):
+    mp = tmp_path / "fg"
+    mp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "wandbfs.cli", "mount", "--foreground", "--no-lineage", str(mp)],
+                            env=mount_env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _mounted(mp), timeout=60, what="the foreground mount")
+        assert (mp / "acme/dataset/squad/v2/dev.jsonl").read_bytes()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not _mounted(mp)
+        assert "mounted at" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _mounted(mp):
+            subprocess.run(["fusermount3", "-u", "-z", str(mp)])

@@ -32,6 +32,13 @@ log = logging.getLogger("wandbfs.emulator")
 
 MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
+# Path prefix -> route name (the unit of fault injection and of the request log). First match wins.
+ROUTE_PREFIXES = [
+    ("/_storage/blobs/", "blob"), ("/_storage/manifests/", "manifest"), ("/_storage/upload/run/", "runfile"),
+    ("/_storage/upload/", "upload"), ("/artifactsV2/", "artifactsV2"), ("/artifacts/", "artifactsV2"),
+    ("/sdk/otel", "otel"), ("/_emulator/", "control"),
+]
+
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """(start, end inclusive), None for no/ignored Range, or "416" when unsatisfiable."""
@@ -116,23 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, path: str) -> str:
         if path == "/graphql":
             return "graphql"
-        if path.startswith("/_storage/blobs/"):
-            return "blob"
-        if path.startswith("/_storage/manifests/"):
-            return "manifest"
-        if path.startswith("/_storage/upload/run/"):
-            return "runfile"
-        if path.startswith("/_storage/upload/"):
-            return "upload"
-        if path.startswith(("/artifactsV2/", "/artifacts/")):
-            return "artifactsV2"
         if path.endswith("/file_stream"):
             return "file_stream"
-        if path.startswith("/sdk/otel"):
-            return "otel"
-        if path.startswith("/_emulator/"):
-            return "control"
-        return "other"
+        return next((route for prefix, route in ROUTE_PREFIXES if path.startswith(prefix)), "other")
 
     def _handle(self) -> None:
         url = urlsplit(self.path)
