@@ -38,20 +38,27 @@ def main() -> None:
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
 @click.option("--read-timeout", default=30.0, show_default=True,
               help="Seconds without bytes before a download is abandoned and retried.")
+@click.option("--verify", type=click.Choice(["stream", "strict"]), default="stream", show_default=True,
+              help="stream: serve each read as soon as its bytes arrive; the read that reaches the end "
+                   "of a file fails with EIO if the whole-file digest does not match. strict: serve "
+                   "only objects whose digest was verified (the first read waits for the whole file).")
+@click.option("--part-size", default=8, show_default=True, help="MiB per ranged GET for large files.")
+@click.option("--concurrency", default=4, show_default=True, help="Parallel ranged GETs per file.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to stderr.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Daemon log file.")
 @click.option("-d", "--debug", is_flag=True, help="Verbose logging.")
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
-          no_lineage: bool, allow_other: bool, read_timeout: float, foreground: bool, log_file: Path | None,
-          debug: bool) -> None:
+          no_lineage: bool, allow_other: bool, read_timeout: float, verify: str, part_size: int,
+          concurrency: int, foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from .mount import MountConfig, MountError, mount_daemon, mount_foreground
 
     config = MountConfig(mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
-                         run_id=run_id, allow_other=allow_other, read_timeout=read_timeout,
+                         run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
+                         part_size=part_size << 20, concurrency=concurrency,
                          log_file=log_file.absolute() if log_file else None, debug=debug)
     try:
         if foreground:

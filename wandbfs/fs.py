@@ -19,13 +19,14 @@ import os
 import stat as statmod
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pyfuse3
 import trio
 
 from .catalog import Catalog
-from .fetcher import Fetcher
+from .fetcher import Fetcher, FetchError, FillItem
 from .inodes import ROOT_INODE, InodeTable, Node
 from .lineage import Lineage, Use
 from .manifest import DIR, ManifestEntry
@@ -73,8 +74,9 @@ class Handle:
     node: Node
     detail: VersionDetail
     entry: ManifestEntry
-    fd: int = -1
-    error: int = 0  # a handle whose fetch failed keeps failing; a new open tries again
+    fd: int = -1                  # the verified cache file, once there
+    item: FillItem | None = None  # the download in progress, while streaming
+    error: int = 0                # a handle whose fetch failed keeps failing; a new open tries again
 
 
 @dataclass
@@ -84,6 +86,7 @@ class FsOptions:
     negative_ttl: float = 30.0
     uid: int = 0
     gid: int = 0
+    verify: str = "stream"   # "stream": serve ranges as they arrive; "strict": only verified objects
 
 
 class WandbFS(pyfuse3.Operations):
@@ -100,6 +103,7 @@ class WandbFS(pyfuse3.Operations):
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
         self._fh = itertools.count(1)
         self._via: dict[tuple[int, tuple[Any, ...]], tuple[str, float]] = {}  # (pid, version key) -> alias
+        self.nursery: trio.Nursery | None = None  # set by the mount: background fills, invalidations
 
     # ---- attributes ------------------------------------------------------------------
     def _ttl(self, node: Node) -> float:
@@ -324,7 +328,16 @@ class WandbFS(pyfuse3.Operations):
         self._handles[fh] = Handle(node, detail, node.data["entry"])
         node.data["open_handles"] = node.data.get("open_handles", 0) + 1
         self._note_use(node, detail, ctx.pid)
+        if self.nursery is not None:
+            # Fill the whole file once it is opened, so mmap loaders never fault onto the network.
+            self.nursery.start_soon(self._prefill, detail, node.data["entry"])
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    async def _prefill(self, detail: VersionDetail, entry: ManifestEntry) -> None:
+        try:
+            await self.fetcher.open_object(detail, entry)
+        except Exception as e:  # noqa: BLE001 - the read that needs the bytes reports it
+            log.info("background fill of %s not started: %s", entry.path, e)
 
     def _note_use(self, node: Node, detail: VersionDetail, pid: int) -> None:
         if self.lineage is None:
@@ -344,17 +357,51 @@ class WandbFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         if h.error:
             raise pyfuse3.FUSEError(h.error)
-        if h.fd < 0:
-            try:
-                path = await self.fetcher.ensure(h.detail, h.entry)
-            except (NotFound, AuthError, BackendError) as e:
-                # The kernel retries a failed page read at once; do not refetch for it.
-                h.error = errno.ENOENT if isinstance(e, NotFound) else (
-                    errno.EACCES if isinstance(e, AuthError) else errno.EIO)
-                raise
-            if h.fd < 0:
-                h.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        return os.pread(h.fd, size, off)
+        if h.fd >= 0:
+            return os.pread(h.fd, size, off)
+        try:
+            return await self._read_fetching(h, off, size)
+        except (NotFound, AuthError, BackendError) as e:
+            # The kernel retries a failed page read at once; do not refetch for it.
+            h.error = errno.ENOENT if isinstance(e, NotFound) else (
+                errno.EACCES if isinstance(e, AuthError) else errno.EIO)
+            if isinstance(e, FetchError) and "do not match" in str(e):
+                self._drop_page_cache(h.node.inode)
+            raise
+
+    async def _read_fetching(self, h: Handle, off: int, size: int) -> bytes:
+        if self.opts.verify == "strict":
+            h.fd = os.open(await self.fetcher.ensure(h.detail, h.entry), os.O_RDONLY | os.O_CLOEXEC)
+            return os.pread(h.fd, size, off)
+        if h.item is None:
+            got = await self.fetcher.open_object(h.detail, h.entry)
+            if isinstance(got, Path):
+                h.fd = os.open(got, os.O_RDONLY | os.O_CLOEXEC)
+                return os.pread(h.fd, size, off)
+            h.item = got
+            got.acquire()
+        item = h.item
+        end = min(off + size, h.entry.size)
+        await item.wait_range(off, end)
+        if end >= h.entry.size:
+            await item.wait_done()  # the read that reaches EOF answers for the whole file
+        data = item.pread(end - off, off) if end > off else b""
+        if item.done.is_set() and item.path is not None:
+            h.fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC)
+            h.item = None
+            item.release()
+        return data
+
+    def _drop_page_cache(self, inode: int) -> None:
+        """Pages of a file whose digest failed may sit in the kernel cache: drop them."""
+        if self.nursery is not None:
+            self.nursery.start_soon(self._invalidate, inode)
+
+    async def _invalidate(self, inode: int) -> None:
+        try:
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, False)
+        except OSError as e:
+            log.debug("invalidate_inode(%d): %s", inode, e)
 
     @_guard
     async def release(self, fh: int) -> None:
@@ -363,6 +410,8 @@ class WandbFS(pyfuse3.Operations):
             return
         if h.fd >= 0:
             os.close(h.fd)
+        if h.item is not None:
+            h.item.release()
         h.node.data["open_handles"] = max(0, h.node.data.get("open_handles", 1) - 1)
 
     @_guard

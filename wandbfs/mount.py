@@ -47,6 +47,9 @@ class MountConfig:
     allow_other: bool = False
     read_timeout: float = 30.0
     download_attempts: int = 5
+    verify: str = "stream"
+    part_size: int = 8 << 20
+    concurrency: int = 4
     log_file: Path | None = None
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -177,10 +180,11 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     async def main() -> None:
         catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl)
         fetcher = Fetcher(cache, catalog.file_url,
-                          policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts))
+                          policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
+                                             part_size=config.part_size, concurrency=config.concurrency))
         lineage = Lineage(recorder) if recorder else None
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
-                                                          negative_ttl=config.negative_ttl,
+                                                          negative_ttl=config.negative_ttl, verify=config.verify,
                                                           uid=os.getuid(), gid=os.getgid()))
         options = set(pyfuse3.default_options) | {"fsname=wandbfs", "subtype=wandbfs", "ro"}
         if config.allow_other:
@@ -199,6 +203,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         terminated: list[int] = []
         try:
             async with trio.open_nursery() as nursery:
+                fetcher.nursery = fs.nursery = nursery
                 if lineage:
                     nursery.start_soon(lineage.run)
                 nursery.start_soon(_signals, catalog, terminated)

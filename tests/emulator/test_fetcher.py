@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.helpers import wait_for
 from wandbfs.cache import ObjectCache
 from wandbfs.catalog import Catalog
 from wandbfs.fetcher import Fetcher, FetchError, FetchPolicy
@@ -21,7 +22,9 @@ def _run(emu, cache_dir: Path, body, policy: FetchPolicy | None = None):
                           policy=policy or FetchPolicy(backoff_base=0.01, read_timeout=2))
         detail = await catalog.version("acme", "model", "resnet50", 0)
         try:
-            return await body(fetcher, detail)
+            async with trio.open_nursery() as nursery:
+                fetcher.nursery = nursery
+                return await body(fetcher, detail)
         finally:
             fetcher.close()
     return trio.run(main)
@@ -61,7 +64,9 @@ def test_persistent_failures_end_in_an_error_not_a_hang(emu, tmp_path):
         return fetcher.stats
     stats = _run(emu, tmp_path / "c", body, FetchPolicy(attempts=3, backoff_base=0.01))
     assert stats.retries == 3
-    assert len([e for e in emu.log.entries("blob")]) == 3 and _no_temps(tmp_path / "c")
+    # The server logs a request just after answering it: wait for the third entry.
+    wait_for(lambda: len(emu.log.entries("blob")) == 3, timeout=5, what="three blob requests")
+    assert _no_temps(tmp_path / "c")
 
 
 def test_corrupt_bytes_are_refetched_once_then_refused(emu, tmp_path):

@@ -131,16 +131,32 @@ def test_unknown_names_are_enoent_and_misses_are_cached(emu, mount, fs_published
     assert emu.log.entries("graphql") == []
 
 
-def test_corrupt_bytes_are_never_served(emu, mount, fs_published, fresh_cache):
-    m = mount("--cache-dir", str(fresh_cache))
+@pytest.mark.parametrize("verify,gets", [("stream", 1), ("strict", 2)])
+def test_corrupt_bytes_are_never_served(emu, mount, fs_published, fresh_cache, verify, gets):
+    """strict: refetched once, then EIO, nothing served. stream: the read reaching EOF fails."""
+    m = mount("--cache-dir", str(fresh_cache), "--verify", verify)
     emu.faults.set([{"route": "blob", "corrupt": True}])
     with pytest.raises(OSError) as ei:
         (m.path / "acme/model/fs-tree/v0/model.safetensors").read_bytes()
     assert ei.value.errno == errno.EIO
-    assert len(blob_gets(emu)) == 2  # fetched once more, then EIO
+    wait_for(lambda: len(blob_gets(emu)) == gets, timeout=5, what=f"{gets} blob GETs")
     assert not any(p.is_file() for p in (fresh_cache / "artifacts/obj").rglob("*"))
+    assert not any((fresh_cache / "artifacts/tmp").iterdir())
     emu.faults.clear()
+    # The object was purged (and its pages dropped): a later open fetches again, correctly.
     assert (m.path / "acme/model/fs-tree/v0/model.safetensors").read_bytes() == FILES["model.safetensors"]
+
+
+def test_streaming_never_completes_a_whole_file_read_on_wrong_bytes(emu, mount, fresh_cache):
+    m = mount("--cache-dir", str(fresh_cache))
+    emu.faults.set([{"route": "blob", "corrupt": True}])
+    r = subprocess.run(["cat", str(m.path / "acme/model/resnet50/v3/model.safetensors")],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert r.returncode != 0 and "Input/output error" in r.stderr
+    r = subprocess.run(["sha256sum", str(m.path / "acme/model/resnet50/v3/model.safetensors")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0  # the same failed object is not served from the page cache either
+    emu.faults.clear()
 
 
 def test_expired_signed_urls_are_refreshed_not_reported(emu, mount, fs_published, fresh_cache):

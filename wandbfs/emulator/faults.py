@@ -85,6 +85,7 @@ class LogEntry:
     user_agent: str | None = None
     missing: list[str] = field(default_factory=list)
     fault: bool = False
+    done: bool = False
 
 
 class RequestLog:
@@ -101,6 +102,10 @@ class RequestLog:
             self._entries.append(e)
             if len(self._entries) > self.limit:
                 del self._entries[: len(self._entries) - self.limit]
+
+    def note_done(self, e: LogEntry) -> None:
+        with self._lock:
+            e.done = True
             self.missing_fields.update(e.missing)
 
     def entries(self, route: str | None = None, operation: str | None = None) -> list[LogEntry]:

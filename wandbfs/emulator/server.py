@@ -145,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
                 entry.operation, entry.variables = op, gql.get("variables")
             except ValueError:
                 gql = None
+        # Logged when it arrives (tests count requests without racing the response);
+        # status and bytes are filled in as the response goes out.
+        self.emu.log.add(entry)
         fault = self.emu.faults.take(route, op, path) if route != "control" else None
         try:
             if fault is not None:
@@ -193,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            self.emu.log.add(entry)
+            self.emu.log.note_done(entry)
 
     do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
 
@@ -215,6 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             if res.errors:
                 payload["errors"] = res.errors
             entry.missing = res.missing
+            self.emu.log.missing_fields.update(res.missing)  # before the client can see the answer
             if res.missing:
                 log.warning("unserved GraphQL fields in %s: %s", res.operation_name, res.missing)
         except Exception as e:  # noqa: BLE001 - W&B answers errors in-band, never with a 5xx

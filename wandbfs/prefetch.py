@@ -1,0 +1,317 @@
+"""The fill engine: one object downloaded in parts, in parallel, into a sparse temp file.
+
+A ``FillItem`` is the one in-progress download of an object (rclone's vfscache item, in
+spirit): it tracks which byte ranges are present, so a read is served as soon as its range
+has arrived instead of after the whole file. Parts are fetched with ranged GETs by a few
+worker threads, the parts readers are waiting for first, the rest in order. A hasher thread
+follows the contiguous prefix; at the end the digest decides: the temp file is renamed into
+the object cache, or the item fails and every waiter gets the error. W&B publishes only a
+whole-file digest, so the guarantee is: no read that reaches EOF succeeds on wrong bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import trio
+import urllib3
+
+from .cache import DigestMismatch, Hasher, ObjectCache
+from .manifest import ManifestEntry
+from .ranges import RangeSet
+from .wandb_client import AuthError, BackendError, NotFound
+
+log = logging.getLogger(__name__)
+
+TODO, RUNNING, DONE = 0, 1, 2
+CHUNK = 1 << 20
+
+
+class FetchError(BackendError):
+    """A download that failed after its retries (EIO for the reader)."""
+
+
+class UrlRefused(Exception):
+    pass
+
+
+class Transient(Exception):
+    pass
+
+
+@dataclass
+class FetchPolicy:
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0        # a stalled body is abandoned after this
+    attempts: int = 5                 # transient failures (5xx, 429, resets, stalls) per part
+    digest_attempts: int = 2          # strict mode: a digest mismatch is fetched once more, then EIO
+    url_refreshes: int = 2            # expired signed URL: ask W&B for a fresh one
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+    part_size: int = 8 << 20          # ranged GET size for large files
+    concurrency: int = 4              # parallel part downloads per object
+
+
+@dataclass
+class FetchStats:
+    downloads: int = 0
+    bytes_downloaded: int = 0
+    cache_hits: int = 0
+    digest_failures: int = 0
+    retries: int = 0
+    url_refreshes: int = 0
+    in_flight: int = 0
+
+
+UrlFn = Callable[[bool], str]   # blocking, called from worker threads: refresh -> signed URL
+
+
+class FillItem:
+    def __init__(self, entry: ManifestEntry, cache: ObjectCache, policy: FetchPolicy, url_fn: UrlFn,
+                 http: urllib3.PoolManager, stats: FetchStats) -> None:
+        self.entry = entry
+        self.size = entry.size
+        self.cache = cache
+        self.policy = policy
+        self.url_fn = url_fn
+        self.http = http
+        self.stats = stats
+        self.part_size = max(CHUNK, policy.part_size)
+        self.nparts = max(1, -(-self.size // self.part_size))
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.present = RangeSet()
+        self._parts = [TODO] * self.nparts
+        self._demand: collections.deque[int] = collections.deque()
+        self._waiters: list[tuple[int, int, trio.Event]] = []
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.path: Path | None = None   # the verified cache path, once done
+        self._url: str | None = None
+        self._refreshes = 0
+        self._users = 0
+        self.fd, self.tmp = cache.new_temp()
+        os.ftruncate(self.fd, self.size)
+        self.started = time.monotonic()
+
+    # ---- reader side (trio) ----------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return min(self.nparts, self.policy.concurrency)
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            close = self._users == 0 and self.done.is_set()
+        if close:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        with self._lock:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    async def wait_range(self, start: int, end: int) -> None:
+        """Return once ``[start, end)`` is on disk; raise the item's error if it failed."""
+        end = min(end, self.size)
+        with self._lock:
+            if self.error is None and not self.present.contains(start, end):
+                ev = trio.Event()
+                self._waiters.append((start, end, ev))
+                first, last = start // self.part_size, max(start, end - 1) // self.part_size
+                for p in range(last, first - 1, -1):
+                    if self._parts[p] == TODO:
+                        self._demand.appendleft(p)
+            else:
+                ev = None
+        if ev is not None:
+            await ev.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def wait_done(self) -> Path:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.path is not None
+        return self.path
+
+    def pread(self, size: int, off: int) -> bytes:
+        return os.pread(self.fd, size, off)
+
+    # ---- worker threads --------------------------------------------------------------
+    def _pick(self) -> int | None:
+        with self._lock:
+            if self.error is not None:
+                return None
+            while self._demand:
+                p = self._demand.popleft()
+                if self._parts[p] == TODO:
+                    self._parts[p] = RUNNING
+                    return p
+            for p, st in enumerate(self._parts):
+                if st == TODO:
+                    self._parts[p] = RUNNING
+                    return p
+        return None
+
+    def run_worker(self) -> None:
+        while (p := self._pick()) is not None:
+            start = p * self.part_size
+            end = min(self.size, start + self.part_size)
+            try:
+                self._fetch_part(start, end)
+            except BaseException as e:  # noqa: BLE001 - one failed part fails the object
+                self._fail(e if isinstance(e, (BackendError, NotFound, AuthError)) else
+                           FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))
+                return
+            with self._lock:
+                self._parts[p] = DONE
+
+    def _url_for(self, refresh: bool) -> str:
+        with self._lock:
+            if refresh:
+                self._refreshes += 1
+                self.stats.url_refreshes += 1
+                if self._refreshes > self.policy.url_refreshes * self.workers:
+                    raise AuthError(f"{self.entry.path}: storage keeps refusing fresh URLs")
+                self._url = None
+            url = self._url
+        if url is None:
+            url = self.url_fn(refresh)
+            with self._lock:
+                self._url = url
+        return url
+
+    def _fetch_part(self, start: int, end: int) -> None:
+        p = self.policy
+        pos = start
+        transient = 0
+        refresh = False
+        while pos < end:
+            url = self._url_for(refresh)
+            refresh = False
+            try:
+                pos = self._get_range(url, pos, end)
+            except UrlRefused as e:
+                log.info("signed URL for %s refused (%s); refreshing", self.entry.path, e)
+                refresh = True
+            except Transient as e:
+                transient += 1
+                self.stats.retries += 1
+                if transient >= p.attempts:
+                    raise FetchError(f"{self.entry.path}: download failed after {transient} attempts: {e}") from e
+                delay = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
+                log.warning("download of %s failed at byte %d (%s); retry %d in %.2fs",
+                            self.entry.path, pos, e, transient, delay)
+                time.sleep(delay)
+                with self._lock:
+                    if self.error is not None:
+                        return
+
+    def _get_range(self, url: str, start: int, end: int) -> int:
+        """GET ``[start, end)``; returns how far it got (== end on success)."""
+        p = self.policy
+        whole = start == 0 and end == self.size
+        headers = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
+        try:
+            r = self.http.request("GET", url, headers=headers, preload_content=False, redirect=True,
+                                  timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
+        except urllib3.exceptions.HTTPError as e:
+            raise Transient(f"{type(e).__name__}: {e}") from e
+        complete = False
+        pos = start
+        try:
+            if r.status in (401, 403):
+                raise UrlRefused(f"HTTP {r.status}")
+            if r.status == 404:
+                raise NotFound(f"{self.entry.path}: storage has no such object (HTTP 404)")
+            if r.status in (408, 429) or r.status >= 500:
+                raise Transient(f"HTTP {r.status}")
+            if r.status not in (200, 206) or (r.status == 200 and not whole):
+                raise FetchError(f"{self.entry.path}: unexpected HTTP {r.status} for a range request")
+            for chunk in r.stream(CHUNK, decode_content=False):
+                chunk = chunk[: end - pos]
+                if not chunk:
+                    break
+                os.pwrite(self.fd, chunk, pos)
+                self._mark(pos, pos + len(chunk))
+                self.stats.bytes_downloaded += len(chunk)
+                pos += len(chunk)
+            if pos < end:
+                raise Transient(f"short body: {pos - start} of {end - start} bytes")
+            complete = True
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Transient(f"{type(e).__name__}: {e} (at byte {pos})") from e
+        finally:
+            if not complete:
+                r.close()  # unread bytes would poison the next request on this connection
+            r.release_conn()
+        return pos
+
+    def _mark(self, start: int, end: int) -> None:
+        with self._lock:
+            self.present.add(start, end)
+            ready = [w for w in self._waiters if self.present.contains(w[0], w[1])]
+            if ready:
+                self._waiters = [w for w in self._waiters if w not in ready]
+            self._cond.notify_all()
+        for _, _, ev in ready:
+            trio.from_thread.run_sync(ev.set)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is not None:
+                return
+            self.error = error
+            waiters, self._waiters = self._waiters, []
+            self._cond.notify_all()
+        for _, _, ev in waiters:
+            trio.from_thread.run_sync(ev.set)
+
+    def run_hasher(self) -> None:
+        """Hash the contiguous prefix as it grows, then verify and commit (or fail)."""
+        hasher = Hasher.for_entry(self.entry)
+        pos = 0
+        try:
+            while pos < self.size:
+                with self._lock:
+                    while self.error is None and self.present.prefix() <= pos:
+                        self._cond.wait(timeout=1.0)
+                    if self.error is not None:
+                        raise self.error
+                    upto = self.present.prefix()
+                while pos < upto:
+                    n = min(CHUNK * 4, upto - pos)
+                    hasher.update(os.pread(self.fd, n, pos))
+                    pos += n
+            self.path = self.cache.commit(self.tmp, self.entry, hasher=hasher)
+            self.stats.downloads += 1
+        except DigestMismatch as e:
+            self.stats.digest_failures += 1
+            log.error("digest mismatch for %s: %s", self.entry.path, e)
+            self._fail(FetchError(f"{self.entry.path}: bytes from W&B do not match the manifest digest"))
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e if isinstance(e, (BackendError, NotFound, AuthError)) else
+                       FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))
+        finally:
+            if self.error is not None:
+                self.cache.discard(self.tmp)
+            trio.from_thread.run_sync(self.done.set)
+            with self._lock:
+                idle = self._users == 0
+            if idle:
+                self._close_fd()
