@@ -428,6 +428,33 @@ class ObjectCache:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
 
+    # --- verified marks ----------------------------------------------------
+
+    VERIFIED_XATTR = "user.wandbfs.verified"
+
+    def _stamp(self, st: os.stat_result, entry: ManifestEntry) -> bytes:
+        return f"{entry.alg}:{entry.hex_digest}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode()
+
+    def mark_verified(self, path: Path | str, entry: ManifestEntry) -> None:
+        """Remember on the object itself that its bytes matched the digest.
+
+        The SDK treats any right-sized file as a hit and never re-hashes, so wandbfs checks
+        objects it did not verify itself. The mark (an xattr naming the digest, size, mtime
+        and inode) lets a later mount skip that full read; an object rewritten by anyone
+        else gets a new inode or mtime and no longer matches. Filesystems without user
+        xattrs simply never skip.
+        """
+        try:
+            os.setxattr(path, self.VERIFIED_XATTR, self._stamp(os.stat(path), entry))
+        except OSError:
+            pass
+
+    def is_marked_verified(self, path: Path | str, entry: ManifestEntry) -> bool:
+        try:
+            return os.getxattr(path, self.VERIFIED_XATTR) == self._stamp(os.stat(path), entry)
+        except OSError:
+            return False
+
     # --- locking and housekeeping ----------------------------------------
 
     def lock_path(self, entry: ManifestEntry) -> Path:

@@ -65,7 +65,11 @@ class Catalog:
 
     async def _sdk(self, fn: Callable[..., T], *args: Any) -> T:
         self.sdk_calls += 1
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        t0 = trio.current_time()
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        finally:
+            log.debug("W&B %s%r took %.0f ms", fn.__name__, args[:4], (trio.current_time() - t0) * 1000)
 
     async def _cached(self, key: Hashable, ttl: float, fn: Callable[..., T], *args: Any) -> T:
         hit = self._lists.get(key)

@@ -60,9 +60,12 @@ class Fetcher:
                 self.stats.cache_hits += 1
                 return key
             item = self._fills.get(key)
-            if item is not None and item.done.is_set() and item.error is not None:
-                self._fills.pop(key, None)  # a failed fill is finished: the next reader starts afresh
-                item = None
+            if item is not None and item.done.is_set():
+                self._fills.pop(key, None)
+                if item.error is None and item.path is not None:
+                    self._verified.add(item.path)
+                    return item.path
+                item = None  # a failed fill is finished: the next reader starts afresh
             if item is not None:
                 return item
             starting = self._starting.get(key)
@@ -103,7 +106,8 @@ class Fetcher:
             if hit is not None:
                 # Written by the SDK or another mount: the SDK never verifies what it
                 # downloads, so we check once per mount before serving it.
-                if await trio.to_thread.run_sync(self.cache.verify_file, hit, entry, limiter=self.limiter):
+                if self.cache.is_marked_verified(hit, entry) or await trio.to_thread.run_sync(
+                        self._verify_and_mark, hit, entry, limiter=self.limiter):
                     lock.close()
                     self._verified.add(hit)
                     self.stats.cache_hits += 1
@@ -141,6 +145,12 @@ class Fetcher:
             self._fills.pop(key, None)
             if item.error is None and item.path is not None:
                 self._verified.add(item.path)
+
+    def _verify_and_mark(self, path: Path, entry: ManifestEntry) -> bool:
+        ok = self.cache.verify_file(path, entry)
+        if ok:
+            self.cache.mark_verified(path, entry)
+        return ok
 
     async def _thread(self, fn: Callable[[], None]) -> None:
         # The hasher waits on workers, so it must not take a limiter slot they need.

@@ -50,6 +50,7 @@ class MountConfig:
     verify: str = "stream"
     part_size: int = 8 << 20
     concurrency: int = 4
+    read_ahead_kb: int = 1024
     log_file: Path | None = None
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -174,7 +175,9 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         on_ready(f"{type(e).__name__}: {e}")
         return 1
 
-    cache = ObjectCache(config.cache_dir or default_cache_root())
+    # No fsync per object: every object is hashed before it is served, and one found after a
+    # crash without our verified mark is hashed again, so a torn write is never trusted.
+    cache = ObjectCache(config.cache_dir or default_cache_root(), fsync=False)
     exit_code = 0
 
     async def main() -> None:
@@ -207,7 +210,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                 if lineage:
                     nursery.start_soon(lineage.run)
                 nursery.start_soon(_signals, catalog, terminated)
-                nursery.start_soon(_announce, config.mountpoint, on_ready)
+                nursery.start_soon(_announce, config.mountpoint, on_ready, config.read_ahead_kb)
                 await pyfuse3.main()
                 gone[0] = not terminated
                 if terminated:
@@ -235,12 +238,29 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     return exit_code
 
 
-async def _announce(mountpoint: Path, on_ready: Callable[[str | None], None]) -> None:
+async def _announce(mountpoint: Path, on_ready: Callable[[str | None], None], read_ahead_kb: int) -> None:
     import trio
 
-    await trio.to_thread.run_sync(os.stat, mountpoint)  # answered by our own loop
+    st = await trio.to_thread.run_sync(os.stat, mountpoint)  # answered by our own loop
+    if read_ahead_kb:
+        tune_read_ahead(st.st_dev, read_ahead_kb)
     log.info("mounted at %s", mountpoint)
     on_ready(None)
+
+
+def tune_read_ahead(dev: int, kb: int) -> None:
+    """Bigger kernel read requests (128 KiB by default; 1 MiB measured ~1.5x faster).
+
+    pyfuse3 exposes no knob for it and ``max_read=`` breaks libfuse, so, as gcsfuse does,
+    write the mount's bdi setting; only root may, others keep the default.
+    """
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(str(kb))
+        log.info("read_ahead_kb = %d (%s)", kb, path)
+    except OSError as e:
+        log.info("read_ahead_kb left at the default: %s", e)
 
 
 async def _signals(catalog: object, terminated: list[int]) -> None:

@@ -98,6 +98,8 @@ class FillItem:
         self._url: str | None = None
         self._refreshes = 0
         self._users = 0
+        # Wake trio-side waiters without blocking the worker on a round trip to the loop.
+        self._token = trio.lowlevel.current_trio_token()
         self.fd, self.tmp = cache.new_temp()
         os.ftruncate(self.fd, self.size)
         self.started = time.monotonic()
@@ -150,7 +152,14 @@ class FillItem:
         return self.path
 
     def pread(self, size: int, off: int) -> bytes:
-        return os.pread(self.fd, size, off)
+        with self._lock:
+            fd = self.fd
+            if fd >= 0:
+                return os.pread(fd, size, off)
+        if self.path is None:
+            raise FetchError(f"{self.entry.path}: the download was abandoned")
+        with open(self.path, "rb", buffering=0) as f:  # finished and closed: read the cache file
+            return os.pread(f.fileno(), size, off)
 
     # ---- worker threads --------------------------------------------------------------
     def _pick(self) -> int | None:
@@ -270,7 +279,7 @@ class FillItem:
                 self._waiters = [w for w in self._waiters if w not in ready]
             self._cond.notify_all()
         for _, _, ev in ready:
-            trio.from_thread.run_sync(ev.set)
+            self._token.run_sync_soon(ev.set)
 
     def _fail(self, error: BaseException) -> None:
         with self._lock:
@@ -280,7 +289,7 @@ class FillItem:
             waiters, self._waiters = self._waiters, []
             self._cond.notify_all()
         for _, _, ev in waiters:
-            trio.from_thread.run_sync(ev.set)
+            self._token.run_sync_soon(ev.set)
 
     def run_hasher(self) -> None:
         """Hash the contiguous prefix as it grows, then verify and commit (or fail)."""
@@ -299,7 +308,11 @@ class FillItem:
                     hasher.update(os.pread(self.fd, n, pos))
                     pos += n
             self.path = self.cache.commit(self.tmp, self.entry, hasher=hasher)
+            self.cache.mark_verified(self.path, self.entry)
             self.stats.downloads += 1
+            elapsed = time.monotonic() - self.started
+            log.info("fetched %s: %d bytes in %.2fs (%.0f MiB/s, %d parts)", self.entry.path, self.size,
+                     elapsed, self.size / max(elapsed, 1e-9) / 2**20, self.nparts)
         except DigestMismatch as e:
             self.stats.digest_failures += 1
             log.error("digest mismatch for %s: %s", self.entry.path, e)
@@ -310,7 +323,7 @@ class FillItem:
         finally:
             if self.error is not None:
                 self.cache.discard(self.tmp)
-            trio.from_thread.run_sync(self.done.set)
+            self._token.run_sync_soon(self.done.set)
             with self._lock:
                 idle = self._users == 0
             if idle:

@@ -8,6 +8,7 @@ errnos: ``NotFound`` (ENOENT), ``AuthError`` (EACCES), ``BackendError`` (EIO).
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from dataclasses import dataclass
@@ -123,6 +124,11 @@ class WandbClient:
         self._factory = api_factory or self._default_factory
         self._api: Any = None
         self._lock = threading.Lock()
+        # Artifact objects from the last version listing, by (org, registry, collection, index):
+        # loading a manifest through them costs one GraphQL request instead of two.
+        self._listed: dict[tuple[str, str, str, int], Any] = {}
+        # Artifact objects of loaded versions: file URLs are then one request, not two.
+        self._loaded: collections.OrderedDict[tuple[str, str, str, int], Any] = collections.OrderedDict()
 
     @staticmethod
     def _default_factory() -> Any:
@@ -192,6 +198,7 @@ class WandbClient:
             aliases: dict[str, int] = {}
             for a in coll.artifacts():
                 idx = int(a.version[1:])
+                self._listed[(org, registry, collection, idx)] = a
                 al = tuple(x for x in a.aliases if not (x.startswith("v") and x[1:].isdigit()))
                 versions[idx] = VersionSummary(idx, al, parse_time(a.created_at), a.id)
                 for x in al:
@@ -203,7 +210,11 @@ class WandbClient:
     def version(self, org: str, registry: str, collection: str, token: str) -> VersionDetail:
         """Resolve ``token`` (vN or alias) on the server and load the version's manifest."""
         def run() -> VersionDetail:
-            art = self.api().artifact(qualified_name(org, registry, collection, token))
+            art = None
+            if token.startswith("v") and token[1:].isdigit():
+                art = self._listed.pop((org, registry, collection, int(token[1:])), None)
+            if art is None:
+                art = self.api().artifact(qualified_name(org, registry, collection, token))
             contents = {}
             for path, e in art.manifest.entries.items():
                 raw: dict[str, Any] = {"digest": e.digest, "size": e.size}
@@ -214,6 +225,10 @@ class WandbClient:
                 if e.birth_artifact_id:
                     raw["birthArtifactID"] = e.birth_artifact_id
                 contents[path] = raw
+            key = (org, registry, collection, int(art.version[1:]))
+            self._loaded[key] = art
+            while len(self._loaded) > 4096:
+                self._loaded.popitem(last=False)
             manifest = parse_manifest({"version": 1, "storagePolicy": "wandb-storage-policy-v1",
                                        "storagePolicyConfig": {"storageLayout": "V2"},
                                        "contents": contents})
@@ -227,7 +242,9 @@ class WandbClient:
     def file_urls(self, detail: VersionDetail) -> dict[str, str]:
         """Signed URLs for every file of a version (5,000 a page, like artifact.download())."""
         def run() -> dict[str, str]:
-            art = self.api().artifact(detail.name)
+            art = self._loaded.get((detail.org, detail.registry, detail.collection, detail.index))
+            if art is None:
+                art = self.api().artifact(detail.name)
             urls: dict[str, str] = {}
             cursor = None
             while True:

@@ -104,3 +104,13 @@ def blob_gets(emu: Emulator) -> list:
 
 def wait_unmounted(path: Path, timeout: float = 30) -> None:
     wait_for(lambda: not _mounted(path), timeout, what=f"{path} to be unmounted")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, show the tail of each mount daemon's log (they run in the background)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for logf in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"pytest-of-*/pytest-*/{item.name[:30]}*/daemon/state/*.log"):
+            rep.sections.append((f"daemon log {logf.name}", logf.read_text()[-3000:]))
