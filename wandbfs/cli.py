@@ -91,6 +91,55 @@ def unmount(mountpoint: Path) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.argument("target")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Object cache to fill (default: the SDK's, as for mount).")
+@click.option("--part-size", default=8, show_default=True, help="MiB per ranged GET.")
+@click.option("--concurrency", default=4, show_default=True, help="Parallel ranged GETs per file.")
+@click.option("--files", "files_at_once", default=4, show_default=True, help="Files downloaded at once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: int, files_at_once: int,
+             quiet: bool) -> None:
+    """Download a version (or a folder or file in it) into the cache before it is read.
+
+    TARGET is a registry name (acme/wandb-registry-model/resnet:production) or a path in a
+    wandbfs mount (/mnt/wandb/acme/model/resnet/production/weights).
+    """
+    import trio
+
+    from .fetcher import FetchPolicy
+    from .prefetch_cmd import default_cache, prefetch as run_prefetch, resolve_target
+    from .wandb_client import WandbClient, WandbError
+
+    try:
+        tgt = resolve_target(target)
+    except ValueError as e:
+        click.echo(f"wandbfs: {e}", err=True)
+        sys.exit(1)
+    policy = FetchPolicy(part_size=part_size << 20, concurrency=concurrency)
+    bar: list = []
+
+    def on_total(n: int, total: int) -> None:
+        if not quiet:
+            bar.append(click.progressbar(length=total, label=f"prefetch {n} files", file=sys.stderr))
+            bar[0].__enter__()
+
+    def progress(n: int) -> None:
+        if bar:
+            bar[0].update(n)
+    try:
+        files, total = trio.run(lambda: run_prefetch(WandbClient(), tgt, default_cache(cache_dir), policy,
+                                                     files_at_once, on_total, progress))
+    except WandbError as e:
+        click.echo(f"wandbfs: {_one_line(str(e))}", err=True)
+        sys.exit(1)
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)
+    click.echo(f"wandbfs: {files} files, {total} bytes in the cache")
+
+
 main.add_command(emulator_group)
 
 if __name__ == "__main__":

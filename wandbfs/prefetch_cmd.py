@@ -1,0 +1,111 @@
+"""``wandbfs prefetch NAME|PATH``: warm the object cache with the mount's own fill engine.
+
+Runs in this process (no daemon needed): resolves the name through the SDK, then fills
+every file of the version (or of a folder in it) with the same parallel, verified fetcher a
+mount uses, into the same cache, so a mount or ``artifact.download()`` later finds them.
+Typical use: a Slurm prolog or an init container before training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import trio
+
+from .cache import ObjectCache, default_cache_root
+from .catalog import Catalog
+from .fetcher import Fetcher, FetchPolicy
+from .manifest import ManifestEntry
+from .names import Level, parse_mount_path, parse_qualified_name
+from .wandb_client import NotFound, WandbClient
+
+
+@dataclass(frozen=True)
+class Target:
+    org: str
+    registry: str
+    collection: str
+    version: str          # vN or alias
+    inner: tuple[str, ...] = ()
+
+
+def wandbfs_mount_of(path: Path) -> Path | None:
+    """The wandbfs mount point that contains ``path`` (from /proc/self/mounts)."""
+    best = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "fuse.wandbfs":
+                mp = Path(parts[1].encode().decode("unicode_escape"))
+                if (path == mp or mp in path.parents) and (best is None or len(str(mp)) > len(str(best))):
+                    best = mp
+    return best
+
+
+def resolve_target(spec: str) -> Target:
+    """A registry name (``acme/wandb-registry-model/resnet:production``) or a path in a mount."""
+    p = Path(spec)
+    if p.is_absolute() or spec.startswith(".") or os.path.exists(spec):
+        absolute = Path(os.path.realpath(spec))  # follows alias symlinks to the vN directory
+        mp = wandbfs_mount_of(absolute)
+        if mp is None:
+            raise ValueError(f"{spec} is not inside a wandbfs mount")
+        parsed = parse_mount_path(absolute.relative_to(mp).parts)
+        if parsed.level not in (Level.VERSION, Level.FILE) or parsed.version is None:
+            raise ValueError(f"{spec} is not a version directory or a file in one")
+        return Target(parsed.org or "", parsed.registry or "", parsed.collection or "",
+                      parsed.version.token, tuple(parsed.inner_path))
+    q = parse_qualified_name(spec)
+    return Target(q.org, q.registry, q.collection, q.version)
+
+
+Progress = Callable[[int], None]
+
+
+async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, policy: FetchPolicy,
+                   files_at_once: int = 4, on_total: Callable[[int, int], None] | None = None,
+                   progress: Progress | None = None) -> tuple[int, int]:
+    """Fill every file under ``target``; returns (files, bytes)."""
+    catalog = Catalog(client)
+    index = await catalog.resolve(target.org, target.registry, target.collection, target.version)
+    detail = await catalog.version(target.org, target.registry, target.collection, index)
+    prefix = "/".join(target.inner)
+    entries: list[ManifestEntry] = [e for p, e in sorted(detail.manifest.entries.items())
+                                    if not e.ref and (not prefix or p == prefix or p.startswith(prefix + "/"))]
+    if not entries:
+        raise NotFound(f"nothing to prefetch under {prefix or '/'} in {detail.name}")
+    total = sum(e.size for e in entries)
+    if on_total:
+        on_total(len(entries), total)
+    sem = trio.Semaphore(files_at_once)
+    errors: list[Exception] = []
+    async with trio.open_nursery() as nursery:
+        fetcher = Fetcher(cache, catalog.file_url, policy=policy, nursery=nursery)
+
+        async def one(entry: ManifestEntry) -> None:
+            async with sem:
+                if errors:
+                    return  # stop starting new files after the first failure
+                try:
+                    await fetcher.ensure(detail, entry)
+                except Exception as e:  # noqa: BLE001 - reported once, below
+                    errors.append(e)
+                    return
+                if progress:
+                    progress(entry.size)
+        try:
+            async with trio.open_nursery() as work:
+                for e in entries:
+                    work.start_soon(one, e)
+        finally:
+            fetcher.close()
+    if errors:
+        raise errors[0]
+    return len(entries), total
+
+
+def default_cache(cache_dir: Path | None) -> ObjectCache:
+    return ObjectCache(cache_dir or default_cache_root(), fsync=False)
