@@ -14,8 +14,9 @@ from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 import trio
 
+from .metastore import MetaStore
 from .ttl import TtlMap
-from .wandb_client import (CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
+from .wandb_client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
                            VersionDetail, WandbClient)
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class SingleFlight:
 
 class Catalog:
     def __init__(self, client: WandbClient, orgs: list[str] | None = None, *, alias_ttl: float = 30.0,
-                 list_ttl: float = 60.0, limiter: trio.CapacityLimiter | None = None) -> None:
+                 list_ttl: float = 60.0, limiter: trio.CapacityLimiter | None = None,
+                 meta: MetaStore | None = None, offline_retry: float = 5.0) -> None:
         self.client = client
         self.fixed_orgs = orgs
         self.alias_ttl = alias_ttl
@@ -62,6 +64,9 @@ class Catalog:
         self._urls: dict[tuple[str, int], dict[str, str]] = {}
         self._flight = SingleFlight()
         self.sdk_calls = 0
+        self.meta = meta
+        self.offline_retry = offline_retry
+        self.offline_since: float | None = None
 
     async def _sdk(self, fn: Callable[..., T], *args: Any) -> T:
         self.sdk_calls += 1
@@ -77,9 +82,33 @@ class Catalog:
             return hit  # type: ignore[no-any-return]
 
         async def load() -> T:
-            value = await self._sdk(fn, *args)
+            try:
+                value = await self._sdk(fn, *args)
+            except BackendError as e:
+                # W&B is unreachable or failing: serve the last known listing, if any, and
+                # try W&B again after a short while.
+                fallback = self._lists.stale(key)
+                if fallback is None and self.meta is not None:
+                    fallback = self.meta.load_listing(key)  # type: ignore[arg-type]
+                if fallback is None:
+                    raise
+                self._offline(e)
+                return self._lists.put(key, fallback, self.offline_retry)
+            self._online()
+            if self.meta is not None:
+                self.meta.save_listing(key, value)  # type: ignore[arg-type]
             return self._lists.put(key, value, ttl)
         return await self._flight.run(key, load)
+
+    def _offline(self, e: Exception) -> None:
+        if self.offline_since is None:
+            self.offline_since = trio.current_time()
+            log.warning("W&B unreachable (%s); serving the last known listings and cached files", e)
+
+    def _online(self) -> None:
+        if self.offline_since is not None:
+            log.warning("W&B reachable again after %.0fs", trio.current_time() - self.offline_since)
+            self.offline_since = None
 
     def invalidate(self) -> None:
         """Forget listings and aliases (not manifests: versions are immutable)."""
@@ -131,7 +160,13 @@ class Catalog:
             return hit
 
         async def load() -> VersionDetail:
-            detail = await self._sdk(self.client.version, org, registry, collection, f"v{index}")
+            detail = None
+            if self.meta is not None:  # a version never changes: a saved copy is as good as W&B's
+                detail = await trio.to_thread.run_sync(self.meta.load_version, org, registry, collection, index)
+            if detail is None:
+                detail = await self._sdk(self.client.version, org, registry, collection, f"v{index}")
+                if self.meta is not None:
+                    await trio.to_thread.run_sync(self.meta.save_version, detail)
             self._versions[key] = detail
             return detail
         return await self._flight.run(("ver",) + key, load)

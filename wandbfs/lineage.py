@@ -92,16 +92,25 @@ class Lineage:
 
 
 class RunRecorder:
-    """Records uses on one W&B run through the public API (works for any existing run)."""
+    """Records uses on one W&B run through the public API (works for any existing run).
 
-    def __init__(self, api_getter: Callable[[], Any], run_path: str) -> None:
+    ``run_path`` may be unknown at first (the mount started while W&B was down): then
+    ``start_run`` is called before the first use and, like the use, retried until it works.
+    """
+
+    def __init__(self, api_getter: Callable[[], Any], run_path: str | None,
+                 start_run: Callable[[], str] | None = None) -> None:
         self._api = api_getter
         self.run_path = run_path
+        self._start_run = start_run
         self._run: Any = None
         self._lock = threading.Lock()
 
     def __call__(self, use: Use) -> None:
         with self._lock:
+            if self.run_path is None:
+                assert self._start_run is not None
+                self.run_path = self._start_run()
             api = self._api()
             if self._run is None:
                 self._run = api.run(self.run_path)

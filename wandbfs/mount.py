@@ -142,16 +142,32 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     from .fetcher import Fetcher, FetchPolicy
     from .fs import FsOptions, WandbFS
     from .lineage import Lineage, MountRun, RunRecorder
-    from .wandb_client import WandbClient, WandbError
+    from .metastore import MetaStore
+    from .wandb_client import BackendError, WandbClient, WandbError
 
     # A WANDB_SERVICE inherited from a calling process that uses wandb points at that
     # process's wandb-core, which goes away with it: the daemon starts its own.
     os.environ.pop("WANDB_SERVICE", None)
+    # Bounded W&B calls: by default wandb-core retries a GraphQL call for minutes, which a
+    # filesystem lookup cannot wait for. The user's own settings win.
+    for var, value in (("WANDB__GRAPHQL_RETRY_MAX", "3"), ("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS", "1"),
+                       ("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS", "2"), ("WANDB_HTTP_TIMEOUT", "20")):
+        os.environ.setdefault(var, value)
     client = WandbClient()
     mount_run: MountRun | None = None
+    cache_root = config.cache_dir or default_cache_root()
+    meta = MetaStore(Path(cache_root) / "wandbfs-meta")
+    offline = False
     try:
-        client.api()
-        if config.orgs:
+        try:
+            client.api()
+        except BackendError as e:
+            # W&B is down: start anyway when there is something cached to serve.
+            if config.orgs is None and meta.load_listing(("orgs",)) is None:
+                raise
+            log.warning("W&B unreachable at start (%s); serving cached versions until it is back", e)
+            offline = True
+        if config.orgs and not offline:
             known = client.viewer_orgs()
             for org in config.orgs:
                 if org not in known:
@@ -159,11 +175,15 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         recorder = None
         if config.lineage:
             if config.run_id:
-                entity = config.entity or client.api().default_entity
-                recorder = RunRecorder(client.api, f"{entity}/{config.project}/{config.run_id}")
+                entity = config.entity or (None if offline else client.api().default_entity)
+                recorder = RunRecorder(client.api, f"{entity}/{config.project}/{config.run_id}" if entity else None,
+                                       start_run=lambda: f"{client.api().default_entity}/{config.project}/{config.run_id}")
             else:
                 mount_run = MountRun(config.entity, config.project, config.job_type)
-                recorder = RunRecorder(client.api, mount_run.start())
+                path = None
+                if not offline:
+                    path = mount_run.start()
+                recorder = RunRecorder(client.api, path, start_run=mount_run.start)
     except MountError as e:
         on_ready(str(e))
         return 1
@@ -177,11 +197,11 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
 
     # No fsync per object: every object is hashed before it is served, and one found after a
     # crash without our verified mark is hashed again, so a torn write is never trusted.
-    cache = ObjectCache(config.cache_dir or default_cache_root(), fsync=False)
+    cache = ObjectCache(cache_root, fsync=False)
     exit_code = 0
 
     async def main() -> None:
-        catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl)
+        catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl, meta=meta)
         fetcher = Fetcher(cache, catalog.file_url,
                           policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
                                              part_size=config.part_size, concurrency=config.concurrency))

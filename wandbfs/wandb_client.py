@@ -9,11 +9,15 @@ errnos: ``NotFound`` (ENOENT), ``AuthError`` (EACCES), ``BackendError`` (EIO).
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
+
+import urllib3
 
 from .manifest import Manifest, parse_manifest
 from .names import REGISTRY_PREFIX, qualified_name, registry_display, registry_project
@@ -95,6 +99,7 @@ class VersionDetail:
     aliases: tuple[str, ...]
     manifest: Manifest
     metadata: dict[str, Any]
+    raw_manifest: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -124,6 +129,7 @@ class WandbClient:
         self._factory = api_factory or self._default_factory
         self._api: Any = None
         self._lock = threading.Lock()
+        self._http = urllib3.PoolManager(num_pools=2, maxsize=8, retries=False)
         # Artifact objects from the last version listing, by (org, registry, collection, index):
         # loading a manifest through them costs one GraphQL request instead of two.
         self._listed: dict[tuple[str, str, str, int], Any] = {}
@@ -215,29 +221,48 @@ class WandbClient:
                 art = self._listed.pop((org, registry, collection, int(token[1:])), None)
             if art is None:
                 art = self.api().artifact(qualified_name(org, registry, collection, token))
-            contents = {}
-            for path, e in art.manifest.entries.items():
-                raw: dict[str, Any] = {"digest": e.digest, "size": e.size}
-                if e.ref:
-                    raw["ref"] = e.ref
-                if e.extra:
-                    raw["extra"] = e.extra
-                if e.birth_artifact_id:
-                    raw["birthArtifactID"] = e.birth_artifact_id
-                contents[path] = raw
+            raw = self._fetch_manifest_json(art)
+            manifest = parse_manifest(raw)
             key = (org, registry, collection, int(art.version[1:]))
             self._loaded[key] = art
             while len(self._loaded) > 4096:
                 self._loaded.popitem(last=False)
-            manifest = parse_manifest({"version": 1, "storagePolicy": "wandb-storage-policy-v1",
-                                       "storagePolicyConfig": {"storageLayout": "V2"},
-                                       "contents": contents})
             return VersionDetail(org=org, registry=registry, collection=collection,
                                  index=int(art.version[1:]), artifact_id=art.id, entity=art.entity,
                                  project=art.project, created_at=parse_time(art.created_at),
                                  aliases=tuple(art.aliases), manifest=manifest,
-                                 metadata=dict(art.metadata or {}))
+                                 metadata=dict(art.metadata or {}), raw_manifest=raw)
         return self._call(run)
+
+    def _fetch_manifest_json(self, art: Any) -> dict[str, Any]:
+        """The manifest's URL from GraphQL (through the SDK), its bytes with our HTTP client.
+
+        ``artifact.manifest`` would GET the manifest with the SDK's hard-coded urllib3 retry
+        (16 tries with backoff: about 20 minutes against a dead server), which would hang a
+        lookup; we use the same GraphQL operation and a bounded GET instead.
+        """
+        from wandb.sdk.artifacts._generated import FETCH_ARTIFACT_MANIFEST_GQL, FetchArtifactManifest
+
+        result = art._service_api.execute_graphql(
+            FETCH_ARTIFACT_MANIFEST_GQL, variables={"id": art.id},
+            parse=FetchArtifactManifest.model_validate_json)
+        if not (result.artifact and result.artifact.current_manifest):
+            raise NotFound(f"artifact {art.id} has no manifest")
+        url = result.artifact.current_manifest.file.direct_url
+        last: Exception | None = None
+        for attempt in range(3):
+            try:
+                r = self._http.request("GET", url, timeout=urllib3.Timeout(connect=10, read=30))
+            except urllib3.exceptions.HTTPError as e:
+                last = e
+            else:
+                if r.status == 200:
+                    return json.loads(r.data)
+                last = BackendError(f"manifest GET: HTTP {r.status}")
+                if r.status < 500 and r.status != 429:
+                    break
+            time.sleep(0.5 * (attempt + 1))
+        raise BackendError(f"cannot fetch the manifest of {art.id}: {last}")
 
     def file_urls(self, detail: VersionDetail) -> dict[str, str]:
         """Signed URLs for every file of a version (5,000 a page, like artifact.download())."""

@@ -1,0 +1,103 @@
+"""Last known W&B metadata on disk: what lets a mount keep serving while W&B is down.
+
+Version manifests never change, so they are kept for good; listings (organizations,
+registries, collections, versions and where each alias pointed) are overwritten with each
+successful refresh. Files live next to the object cache (``<cache>/wandbfs-meta/``, mode
+0700) so every mount on that cache, and a mount restarted during an outage, can use them.
+Writes are atomic (temp + rename); unreadable files are ignored, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Hashable
+
+from .manifest import parse_manifest
+from .wandb_client import CollectionInfo, CollectionVersions, RegistryInfo, VersionDetail, VersionSummary
+
+log = logging.getLogger(__name__)
+
+
+def _name(key: Hashable) -> str:
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:32]
+
+
+class MetaStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _write(self, path: Path, obj: Any) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(obj, f)
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk must not break a lookup that already succeeded
+            log.warning("could not save metadata %s: %s", path.name, e)
+
+    def _read(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.warning("ignoring unreadable metadata %s: %s", path, e)
+            return None
+
+    # ---- versions (immutable) --------------------------------------------------------
+    def _version_path(self, org: str, registry: str, collection: str, index: int) -> Path:
+        return self.root / "versions" / _name((org, registry, collection)) / f"v{index}.json"
+
+    def save_version(self, d: VersionDetail) -> None:
+        obj = {"org": d.org, "registry": d.registry, "collection": d.collection, "index": d.index,
+               "artifact_id": d.artifact_id, "entity": d.entity, "project": d.project,
+               "created_at": d.created_at, "aliases": list(d.aliases), "metadata": d.metadata,
+               "manifest": d.raw_manifest}
+        self._write(self._version_path(d.org, d.registry, d.collection, d.index), obj)
+
+    def load_version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail | None:
+        obj = self._read(self._version_path(org, registry, collection, index))
+        if not obj or (obj.get("org"), obj.get("registry"), obj.get("collection")) != (org, registry, collection):
+            return None
+        return VersionDetail(org=org, registry=registry, collection=collection, index=obj["index"],
+                             artifact_id=obj["artifact_id"], entity=obj["entity"], project=obj["project"],
+                             created_at=obj["created_at"], aliases=tuple(obj["aliases"]),
+                             manifest=parse_manifest(obj["manifest"]), metadata=obj["metadata"],
+                             raw_manifest=obj["manifest"])
+
+    # ---- listings (last known) ---------------------------------------------------------
+    def save_listing(self, key: tuple[Any, ...], value: Any) -> None:
+        self._write(self.root / "listings" / f"{_name(key)}.json", {"key": list(key), "value": _encode(value)})
+
+    def load_listing(self, key: tuple[Any, ...]) -> Any:
+        obj = self._read(self.root / "listings" / f"{_name(key)}.json")
+        if not obj or obj.get("key") != list(key):
+            return None
+        return _decode(key[0], obj["value"])
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, CollectionVersions):
+        return {"versions": [asdict(v) for v in value.versions.values()], "aliases": value.aliases}
+    if isinstance(value, list):
+        return [asdict(v) if hasattr(v, "__dataclass_fields__") else v for v in value]
+    return value
+
+
+def _decode(kind: str, raw: Any) -> Any:
+    if kind == "vers":
+        versions = {v["index"]: VersionSummary(v["index"], tuple(v["aliases"]), v["created_at"], v["artifact_id"])
+                    for v in raw["versions"]}
+        return CollectionVersions(versions, dict(raw["aliases"]))
+    if kind == "regs":
+        return [RegistryInfo(**r) for r in raw]
+    if kind == "colls":
+        return [CollectionInfo(**c) for c in raw]
+    return raw
