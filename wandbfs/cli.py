@@ -44,6 +44,9 @@ def main() -> None:
                    "only objects whose digest was verified (the first read waits for the whole file).")
 @click.option("--part-size", default=8, show_default=True, help="MiB per ranged GET for large files.")
 @click.option("--concurrency", default=4, show_default=True, help="Parallel ranged GETs per file.")
+@click.option("--warm/--no-warm", default=True, show_default=True,
+              help="Fetch ahead in the background: manifests when a collection is listed, signed URLs "
+                   "when a version is looked up, a version's small files when one of them is opened.")
 @click.option("--read-ahead-kb", default=1024, show_default=True,
               help="Kernel read-ahead for the mount (root only; 0 leaves the kernel default).")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to stderr.")
@@ -52,7 +55,7 @@ def main() -> None:
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
           no_lineage: bool, allow_other: bool, read_timeout: float, verify: str, part_size: int,
-          concurrency: int, read_ahead_kb: int, foreground: bool, log_file: Path | None, debug: bool) -> None:
+          concurrency: int, warm: bool, read_ahead_kb: int, foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from .mount import MountConfig, MountError, mount_daemon, mount_foreground
 
@@ -60,7 +63,7 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, alias
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
                          run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
-                         part_size=part_size << 20, concurrency=concurrency, read_ahead_kb=read_ahead_kb,
+                         part_size=part_size << 20, concurrency=concurrency, read_ahead_kb=read_ahead_kb, warm=warm,
                          log_file=log_file.absolute() if log_file else None, debug=debug)
     try:
         if foreground:

@@ -87,6 +87,7 @@ class FsOptions:
     uid: int = 0
     gid: int = 0
     verify: str = "stream"   # "stream": serve ranges as they arrive; "strict": only verified objects
+    warm: bool = True        # fetch likely-next manifests, URLs and small files in the background
 
 
 class WandbFS(pyfuse3.Operations):
@@ -106,6 +107,7 @@ class WandbFS(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None  # set by the mount: background fills, invalidations
         self.read_calls = 0
         self.read_bytes = 0
+        self._warmed: set[tuple[Any, ...]] = set()   # versions/collections whose warm-up has started
 
     # ---- attributes ------------------------------------------------------------------
     def _ttl(self, node: Node) -> float:
@@ -169,6 +171,7 @@ class WandbFS(pyfuse3.Operations):
                    for i, v in sorted(vers.versions.items())]
             out += [(a, self._alias(org, reg, coll, a, i, vers.versions[i].created_at))
                     for a, i in sorted(vers.aliases.items()) if i in vers.versions]
+            self._background(("coll", org, reg, coll), self._warm_manifests, org, reg, coll, sorted(vers.versions))
             return out
         detail = await self._detail(node)
         listing = detail.manifest.listdir(d["parts"]) or {}
@@ -190,7 +193,57 @@ class WandbFS(pyfuse3.Operations):
 
     async def _detail(self, node: Node) -> VersionDetail:
         d = node.data
-        return await self.catalog.version(d["org"], d["reg"], d["coll"], d["idx"])
+        detail = await self.catalog.version(d["org"], d["reg"], d["coll"], d["idx"])
+        # Signed URLs for the whole version, before the first open needs one (time to first byte).
+        self._background(("urls", detail.artifact_id, detail.index), self._warm_urls, detail)
+        return detail
+
+    # ---- background warm-ups ---------------------------------------------------------
+    # A listing, a manifest or a first open says what is likely next; fetch it ahead, in the
+    # background, bounded, and never let a failure here reach a reader.
+    WARM_VERSIONS = 2000          # manifests loaded ahead when a collection is listed
+    WARM_SMALL_FILE = 4 << 20     # files up to this size are fetched when their version is first opened
+    WARM_VERSION_BYTES = 256 << 20
+    WARM_PARALLEL = 8
+
+    def _background(self, key: tuple[Any, ...], fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self.nursery is None or key in self._warmed or not self.opts.warm:
+            return
+        self._warmed.add(key)
+        self.nursery.start_soon(self._quietly, fn, *args)
+
+    async def _quietly(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        try:
+            await fn(*args)
+        except Exception as e:  # noqa: BLE001 - warm-ups are best effort
+            log.debug("warm-up %s%r: %s", getattr(fn, "__name__", fn), args[:4], e)
+
+    async def _warm_manifests(self, org: str, reg: str, coll: str, indices: list[int]) -> None:
+        async with trio.open_nursery() as n:
+            for idx in indices[-self.WARM_VERSIONS:]:
+                n.start_soon(self._quietly, self.catalog.version, org, reg, coll, idx)
+
+    async def _warm_urls(self, detail: VersionDetail) -> None:
+        first = next((p for p, e in detail.manifest.entries.items() if not e.ref), None)
+        if first is not None:
+            await self.catalog.file_url(detail, first)
+
+    async def _warm_version(self, detail: VersionDetail) -> None:
+        """Fetch a version's small files once one of them is opened (``cat *``, config + tokenizer)."""
+        small = [e for _, e in sorted(detail.manifest.entries.items())
+                 if not e.ref and e.size <= self.WARM_SMALL_FILE]
+        if not small or sum(e.size for e in small) > self.WARM_VERSION_BYTES:
+            return
+        sem = trio.Semaphore(self.WARM_PARALLEL)
+
+        async def one(entry: ManifestEntry) -> None:
+            async with sem:
+                got = await self.fetcher.open_object(detail, entry)
+                if isinstance(got, FillItem):
+                    await got.done.wait()
+        async with trio.open_nursery() as n:
+            for e in small:
+                n.start_soon(self._quietly, one, e)
 
     async def _child(self, parent: Node, name: str) -> Node | None:
         d = parent.data
@@ -333,6 +386,7 @@ class WandbFS(pyfuse3.Operations):
         if self.nursery is not None:
             # Fill the whole file once it is opened, so mmap loaders never fault onto the network.
             self.nursery.start_soon(self._prefill, detail, node.data["entry"])
+            self._background(("files", detail.artifact_id, detail.index), self._warm_version, detail)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
     async def _prefill(self, detail: VersionDetail, entry: ManifestEntry) -> None:

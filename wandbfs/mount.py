@@ -51,6 +51,7 @@ class MountConfig:
     part_size: int = 8 << 20
     concurrency: int = 4
     read_ahead_kb: int = 1024
+    warm: bool = True
     log_file: Path | None = None
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -207,7 +208,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                                              part_size=config.part_size, concurrency=config.concurrency))
         lineage = Lineage(recorder) if recorder else None
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
-                                                          negative_ttl=config.negative_ttl, verify=config.verify,
+                                                          negative_ttl=config.negative_ttl, verify=config.verify, warm=config.warm,
                                                           uid=os.getuid(), gid=os.getgid()))
         options = set(pyfuse3.default_options) | {"fsname=wandbfs", "subtype=wandbfs", "ro"}
         if config.allow_other:

@@ -73,12 +73,24 @@ def test_tools_see_the_published_bytes_and_tree(mount, fs_published, tmp_path, f
 
 
 def test_no_blob_fetched_before_a_read(emu, mount, fs_published, fresh_cache):
-    m = mount("--cache-dir", str(fresh_cache))
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm")
     subprocess.run(["ls", "-lR", str(m.path / "acme/model/fs-tree")], check=True, capture_output=True)
     os.stat(m.path / "acme/model/fs-tree/v0/model.safetensors")
     assert blob_gets(emu) == []
     assert (m.path / "acme/model/fs-tree/v0/config.json").read_bytes() == FILES["config.json"]
     assert len(blob_gets(emu)) == 1
+
+
+def test_warm_up_fetches_a_versions_small_files_after_the_first_open(emu, mount, fs_published, fresh_cache):
+    m = mount("--cache-dir", str(fresh_cache))
+    subprocess.run(["ls", "-lR", str(m.path / "acme/model/fs-tree")], check=True, capture_output=True)
+    assert blob_gets(emu) == []  # listings warm manifests and URLs, never bytes
+    assert (m.path / "acme/model/fs-tree/v0/config.json").read_bytes() == FILES["config.json"]
+    wait_for(lambda: len({g.path for g in blob_gets(emu)}) == len({v for v in FILES.values() if v}),
+             timeout=20, what="the version's other small files to be fetched")
+    emu.log.clear()
+    assert tree_digest(m.path / "acme/model/fs-tree/v0") == files_digest(FILES)
+    assert blob_gets(emu) == []
 
 
 def test_name_based_paths(mount, fs_published):
@@ -117,7 +129,7 @@ def test_writes_are_refused_with_erofs(mount, fs_published):
 
 
 def test_unknown_names_are_enoent_and_misses_are_cached(emu, mount, fs_published):
-    m = mount()
+    m = mount("--no-warm")  # no background requests to blur the count
     for p in ["nope", "acme/nope", "acme/model/nope", "acme/model/fs-tree/v9", "acme/model/fs-tree/no-alias",
               "acme/model/fs-tree/v0/nope.txt", "acme/model/fs-tree/v0/tokenizer/nope",
               "acme/wandb-registry-model/fs-tree:nope", "acme/wandb-registry-nope", "acme/model/nope:v0"]:
@@ -134,7 +146,7 @@ def test_unknown_names_are_enoent_and_misses_are_cached(emu, mount, fs_published
 @pytest.mark.parametrize("verify,gets", [("stream", 1), ("strict", 2)])
 def test_corrupt_bytes_are_never_served(emu, mount, fs_published, fresh_cache, verify, gets):
     """strict: refetched once, then EIO, nothing served. stream: the read reaching EOF fails."""
-    m = mount("--cache-dir", str(fresh_cache), "--verify", verify)
+    m = mount("--cache-dir", str(fresh_cache), "--verify", verify, "--no-warm")
     emu.faults.set([{"route": "blob", "corrupt": True}])
     with pytest.raises(OSError) as ei:
         (m.path / "acme/model/fs-tree/v0/model.safetensors").read_bytes()
@@ -160,7 +172,7 @@ def test_streaming_never_completes_a_whole_file_read_on_wrong_bytes(emu, mount, 
 
 
 def test_expired_signed_urls_are_refreshed_not_reported(emu, mount, fs_published, fresh_cache):
-    m = mount("--cache-dir", str(fresh_cache))
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm")
     v0 = m.path / "acme/model/fs-tree/v0"
     old = emu.signer.lifetime_s
     emu.signer.lifetime_s = 1

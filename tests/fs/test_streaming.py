@@ -27,7 +27,7 @@ def striped(emulator):
 
 @pytest.fixture
 def smount(mount, fresh_cache, striped):
-    m = mount("--cache-dir", str(fresh_cache), "--part-size", "1", "--concurrency", "3", "--no-lineage")
+    m = mount("--cache-dir", str(fresh_cache), "--part-size", "1", "--concurrency", "3", "--no-lineage", "--no-warm")
     return m.path / "acme/model/striped/v0"
 
 
