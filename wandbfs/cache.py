@@ -225,6 +225,15 @@ def _hash_file(path: Path, alg: Alg) -> Hasher:
     return h
 
 
+def _process_alive(pid: int) -> bool:
+    """True for a running process; a zombie (killed, not yet reaped) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] != "Z"
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+
+
 def _current_umask() -> int:
     """Read the umask without changing it (``os.umask`` is racy in threads).
 
@@ -349,8 +358,26 @@ class ObjectCache:
         ``os.replace`` atomic.
         """
         _mkdirs(self.tmp_dir)
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=TEMP_PREFIX)
+        # The pid in the name lets a later mount remove what a killed daemon left behind.
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         return fd, Path(name)
+
+    def cleanup_orphan_temps(self) -> int:
+        """Delete our temp files whose writing process is gone (a daemon killed mid-download)."""
+        removed = 0
+        try:
+            names = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            pid_part = name[len(TEMP_PREFIX):].split("-", 1)[0]
+            if not name.startswith(TEMP_PREFIX) or not pid_part.isdigit():
+                continue
+            if not _process_alive(int(pid_part)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.tmp_dir, name))
+                    removed += 1
+        return removed
 
     def commit(
         self,

@@ -112,12 +112,25 @@ def preflight(config: MountConfig) -> None:
             raise MountError(f"mount point {mp}: {e.strerror}") from None
     if not os.path.isdir(mp) or not (st.st_mode & 0o040000):
         raise MountError(f"mount point {mp} is not a directory")
+    if is_mounted(mp) and _dead_mount(mp):
+        log.warning("clearing the dead mount at %s", mp)
+        fusermount_unmount(mp, lazy=True)
     if is_mounted(mp):
         raise MountError(f"{mp} is already mounted (wandbfs unmount {mp} first)")
     if any(os.scandir(mp)):
         raise MountError(f"mount point {mp} is not empty")
     if not api_key_available():
         raise MountError("no W&B API key: set WANDB_API_KEY or run `wandb login`")
+
+
+def _dead_mount(mp: Path) -> bool:
+    """A mount whose daemon died (SIGKILL): the kernel may still answer stat from its cache,
+    but listing it needs the daemon."""
+    try:
+        os.listdir(mp)
+    except OSError as e:
+        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    return False
 
 
 def api_key_available() -> bool:
@@ -199,6 +212,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     # No fsync per object: every object is hashed before it is served, and one found after a
     # crash without our verified mark is hashed again, so a torn write is never trusted.
     cache = ObjectCache(cache_root, fsync=False)
+    if (n := cache.cleanup_orphan_temps()):
+        log.warning("removed %d temp files left by a daemon that died mid-download", n)
     exit_code = 0
 
     async def main() -> None:
