@@ -193,10 +193,7 @@ class WandbFS(pyfuse3.Operations):
 
     async def _detail(self, node: Node) -> VersionDetail:
         d = node.data
-        detail = await self.catalog.version(d["org"], d["reg"], d["coll"], d["idx"])
-        # Signed URLs for the whole version, before the first open needs one (time to first byte).
-        self._background(("urls", detail.artifact_id, detail.index), self._warm_urls, detail)
-        return detail
+        return await self.catalog.version(d["org"], d["reg"], d["coll"], d["idx"])
 
     # ---- background warm-ups ---------------------------------------------------------
     # A listing, a manifest or a first open says what is likely next; fetch it ahead, in the
@@ -283,7 +280,13 @@ class WandbFS(pyfuse3.Operations):
         if level == "tree":
             detail = await self._detail(parent)
             child = detail.manifest.lookup(d["parts"] + (name,))
-            return None if child is None else self._tree_node(parent, detail, name, child)
+            if child is None:
+                return None
+            if child != DIR:
+                # A file is being looked up, so an open is likely: get the version's signed
+                # URLs now (listings alone never cost a URL request).
+                self._background(("urls", detail.artifact_id, detail.index), self._warm_urls, detail)
+            return self._tree_node(parent, detail, name, child)
         for child_name, node in await self._children(parent):
             if child_name == name:
                 return node
@@ -503,13 +506,8 @@ class WandbFS(pyfuse3.Operations):
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         return not (mode & os.W_OK)
 
-    @_guard
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-
-    @_guard
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return []
+    # getxattr/listxattr are left unimplemented on purpose: the kernel then stops asking,
+    # instead of sending one getxattr per file for every `ls -l` (POSIX ACL probes).
 
     # Every way of changing the tree is refused: the Registry is read through, never written.
     setattr = _erofs("setattr")

@@ -62,6 +62,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Without it, Nagle + delayed ACK add ~40 ms to small responses on kept-alive connections.
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
