@@ -32,9 +32,16 @@ class MetaStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def _mkdirs(self, d: Path) -> None:
+        """Every level 0700 (``mkdir(parents=True, mode=...)`` only applies it to the last)."""
+        for p in [self.root, *reversed([q for q in d.parents if self.root in q.parents]), d]:
+            if not p.exists():
+                p.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(p, 0o700)
+
     def _write(self, path: Path, obj: Any) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._mkdirs(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "w") as f:
                 json.dump(obj, f)
