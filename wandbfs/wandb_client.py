@@ -8,7 +8,6 @@ errnos: ``NotFound`` (ENOENT), ``AuthError`` (EACCES), ``BackendError`` (EIO).
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import threading
@@ -133,8 +132,6 @@ class WandbClient:
         # Artifact objects from the last version listing, by (org, registry, collection, index):
         # loading a manifest through them costs one GraphQL request instead of two.
         self._listed: dict[tuple[str, str, str, int], Any] = {}
-        # Artifact objects of loaded versions: file URLs are then one request, not two.
-        self._loaded: collections.OrderedDict[tuple[str, str, str, int], Any] = collections.OrderedDict()
 
     @staticmethod
     def _default_factory() -> Any:
@@ -203,7 +200,7 @@ class WandbClient:
             versions: dict[int, VersionSummary] = {}
             aliases: dict[str, int] = {}
             for a in coll.artifacts():
-                idx = int(a.version[1:])
+                idx = registry_index(a)
                 self._listed[(org, registry, collection, idx)] = a
                 al = tuple(x for x in a.aliases if not (x.startswith("v") and x[1:].isdigit()))
                 versions[idx] = VersionSummary(idx, al, parse_time(a.created_at), a.id)
@@ -223,12 +220,9 @@ class WandbClient:
                 art = self.api().artifact(qualified_name(org, registry, collection, token))
             raw = self._fetch_manifest_json(art)
             manifest = parse_manifest(raw)
-            key = (org, registry, collection, int(art.version[1:]))
-            self._loaded[key] = art
-            while len(self._loaded) > 4096:
-                self._loaded.popitem(last=False)
+            key = (org, registry, collection, registry_index(art))
             return VersionDetail(org=org, registry=registry, collection=collection,
-                                 index=int(art.version[1:]), artifact_id=art.id, entity=art.entity,
+                                 index=key[3], artifact_id=art.id, entity=art.entity,
                                  project=art.project, created_at=parse_time(art.created_at),
                                  aliases=tuple(art.aliases), manifest=manifest,
                                  metadata=dict(art.metadata or {}), raw_manifest=raw)
@@ -265,22 +259,52 @@ class WandbClient:
         raise BackendError(f"cannot fetch the manifest of {art.id}: {last}")
 
     def file_urls(self, detail: VersionDetail) -> dict[str, str]:
-        """Signed URLs for every file of a version (5,000 a page, like artifact.download())."""
+        """Signed URLs for every file of a version (5,000 a page, like artifact.download()).
+
+        The SDK's own ``_fetch_file_urls`` names the version by ``Artifact.version``, which
+        can be the source sequence's number (see ``registry_index``); we send the same
+        GraphQL operation with the collection's ``vN``.
+        """
         def run() -> dict[str, str]:
-            art = self._loaded.get((detail.org, detail.registry, detail.collection, detail.index))
-            if art is None:
-                art = self.api().artifact(detail.name)
+            from wandb.sdk.artifacts._generated import (GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL,
+                                                        GetArtifactMembershipFileUrls)
+
+            service = self.api()._service_api
             urls: dict[str, str] = {}
             cursor = None
             while True:
-                conn = art._fetch_file_urls(cursor)
-                for edge in conn.edges:
+                result = service.execute_graphql(
+                    GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL,
+                    variables={"entity": detail.entity, "project": detail.project,
+                               "collection": detail.collection, "alias": f"v{detail.index}",
+                               "cursor": cursor, "perPage": 5000},
+                    parse=GetArtifactMembershipFileUrls.model_validate_json)
+                project = result.project
+                coll = project.artifact_collection if project else None
+                membership = coll.artifact_membership if coll else None
+                files = membership.files if membership else None
+                if files is None:
+                    raise NotFound(f"no files for {detail.name}")
+                for edge in files.edges:
                     if edge.node and edge.node.direct_url:
                         urls[edge.node.name] = edge.node.direct_url
-                if not conn.page_info.has_next_page:
+                if not files.page_info.has_next_page:
                     return urls
-                cursor = conn.page_info.end_cursor
+                cursor = files.page_info.end_cursor
         return self._call(run)
+
+
+def registry_index(art: Any) -> int:
+    """The version number inside the collection the artifact was fetched through.
+
+    ``Artifact.version`` falls back to the index in the *source* sequence when the server
+    sends no ``vN`` alias, which is wrong for a registry collection that links artifacts
+    from several sources; the name (``collection:vN``) carries the collection's own index.
+    """
+    suffix = str(art.name).rsplit(":", 1)[-1]
+    if suffix.startswith("v") and suffix[1:].isdigit():
+        return int(suffix[1:])
+    return int(art.version[1:])
 
 
 def is_registry_project(name: str) -> bool:

@@ -186,3 +186,18 @@ def test_expired_signed_urls_are_refreshed_not_reported(emu, mount, fs_published
         assert statuses == [200, 403, 200]  # refused once, refreshed, served
     finally:
         emu.signer.lifetime_s = old
+
+
+def test_versions_linked_from_several_sources_keep_the_collections_numbers(emu, mount):
+    from wandbfs.emulator.seed import publish
+
+    for i, source in enumerate(["run-a", "run-a", "run-b", "run-c"]):
+        publish(emu.store, "acme", "model", "mixed-sources", {"id.txt": f"registry v{i}\n".encode()},
+                ["production"] if i == 2 else [], source=source)
+    m = mount("--no-lineage")
+    coll = m.path / "acme/model/mixed-sources"
+    assert sorted(n for n in os.listdir(coll) if n.startswith("v")) == ["v0", "v1", "v2", "v3"]
+    for i in range(4):
+        assert (coll / f"v{i}/id.txt").read_bytes() == f"registry v{i}\n".encode()
+    assert os.readlink(coll / "production") == "v2" and os.readlink(coll / "latest") == "v3"
+    assert (coll / "latest/id.txt").read_bytes() == b"registry v3\n"

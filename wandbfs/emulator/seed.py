@@ -30,7 +30,7 @@ def manifest_digest(contents: Mapping[str, Mapping[str, object]]) -> str:
 
 def publish(store: Store, org: str, registry: str, collection: str, files: Mapping[str, bytes],
             aliases: list[str] | None = None, type_name: str = "model",
-            metadata: dict[str, object] | None = None) -> tuple[Artifact, Membership]:
+            metadata: dict[str, object] | None = None, source: str | None = None) -> tuple[Artifact, Membership]:
     """Publish one version of ``files`` into ``org/wandb-registry-<registry>/<collection>``."""
     contents: dict[str, dict[str, object]] = {}
     for path, data in files.items():
@@ -38,7 +38,7 @@ def publish(store: Store, org: str, registry: str, collection: str, files: Mappi
         contents[path] = {"digest": base64.b64encode(bytes.fromhex(md5hex)).decode(), "size": len(data)}
     digest = manifest_digest(contents)
     art = store.create_artifact(entity=SOURCE_ENTITY, project=SOURCE_PROJECT,
-                                collection=f"{collection}-source", type_name=type_name, digest=digest,
+                                collection=source or f"{collection}-source", type_name=type_name, digest=digest,
                                 metadata=json.dumps(metadata or {}))
     for entry in contents.values():
         entry["birthArtifactID"] = art.id
