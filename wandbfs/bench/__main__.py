@@ -1,0 +1,7 @@
+"""``python -m wandbfs.bench [options]``: see ``--help`` and docs/bench.md."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())
