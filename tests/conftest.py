@@ -15,36 +15,15 @@ from typing import Iterator
 
 import pytest
 
+from wandbfs import sdk_env
 from wandbfs.emulator import Emulator
 from wandbfs.emulator.seed import seed_demo
 
 API_KEY = "test" + "k" * 40
 
-FAST_ENV = {
-    "WANDB__GRAPHQL_RETRY_MAX": "1", "WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS": "1",
-    "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS": "1",
-    "WANDB__FILE_STREAM_RETRY_MAX": "1", "WANDB__FILE_STREAM_RETRY_WAIT_MIN_SECONDS": "1",
-    "WANDB__FILE_STREAM_RETRY_WAIT_MAX_SECONDS": "1",
-    "WANDB__FILE_TRANSFER_RETRY_MAX": "1", "WANDB__FILE_TRANSFER_RETRY_WAIT_MIN_SECONDS": "1",
-    "WANDB__FILE_TRANSFER_RETRY_WAIT_MAX_SECONDS": "1",
-    "WANDB_HTTP_TIMEOUT": "10", "WANDB_INIT_TIMEOUT": "20", "WANDB_SILENT": "true",
-    "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "off",
-    "WANDB__DISABLE_STATS": "true", "WANDB__DISABLE_META": "true",
-    "WANDB__DISABLE_MACHINE_INFO": "true", "WANDB__SAVE_REQUIREMENTS": "false",
-}
-
-
 def hermetic_env(root: Path, base_url: str, api_key: str = API_KEY) -> dict[str, str]:
     """Everything the SDK writes goes under ``root``; used for subprocesses too."""
-    env = dict(FAST_ENV)
-    for var, sub in [("HOME", "home"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_DATA_DIR", "data"), ("WANDB_DIR", "wandb"), ("WANDB_ARTIFACT_DIR", "artifacts"),
-                     ("TMPDIR", "tmp")]:
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        env[var] = str(root / sub)
-    env["WANDB_BASE_URL"] = base_url
-    env["WANDB_API_KEY"] = api_key
-    return env
+    return sdk_env.hermetic_env(root, base_url, api_key)
 
 
 @pytest.fixture(scope="session")

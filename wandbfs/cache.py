@@ -51,6 +51,7 @@ from typing import Any, Final, Literal
 import xxhash
 
 from .manifest import Alg, ManifestEntry
+from .procutil import process_alive
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -225,15 +226,6 @@ def _hash_file(path: Path, alg: Alg) -> Hasher:
     return h
 
 
-def _process_alive(pid: int) -> bool:
-    """True for a running process; a zombie (killed, not yet reaped) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
-
-
 def _current_umask() -> int:
     """Read the umask without changing it (``os.umask`` is racy in threads).
 
@@ -373,7 +365,7 @@ class ObjectCache:
             pid_part = name[len(TEMP_PREFIX):].split("-", 1)[0]
             if not name.startswith(TEMP_PREFIX) or not pid_part.isdigit():
                 continue
-            if not _process_alive(int(pid_part)):
+            if not process_alive(int(pid_part)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.tmp_dir, name))
                     removed += 1

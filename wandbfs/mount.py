@@ -438,15 +438,9 @@ def unmount(mountpoint: Path, timeout: float = 60.0) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+    from .procutil import process_alive
+
+    return process_alive(pid)
 
 
 __all__ = ["MountConfig", "MountError", "mount_daemon", "mount_foreground", "unmount", "asdict"]

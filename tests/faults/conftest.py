@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.conftest import hermetic_env
-from tests.fs.conftest import mount, mount_env  # noqa: F401 - re-exported fixtures
+from tests.fs.conftest import daemon_env, mount, mount_env  # noqa: F401 - re-exported fixtures
 from wandbfs.emulator import Emulator
 from wandbfs.emulator.seed import seed_demo
 
@@ -47,7 +45,4 @@ def outage(emulator, tmp_path: Path) -> Iterator[Outage]:
 
 @pytest.fixture
 def outage_env(outage: Outage, tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(hermetic_env(tmp_path / "daemon", outage.url))
-    env["WANDBFS_STATE_DIR"] = str(tmp_path / "daemon" / "state")
-    return env
+    return daemon_env(tmp_path, outage.url)

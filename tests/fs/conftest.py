@@ -55,12 +55,17 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subpr
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def mount_env(emulator: Emulator, tmp_path: Path) -> dict[str, str]:
+def daemon_env(tmp_path: Path, base_url: str) -> dict[str, str]:
+    """The environment a mount daemon gets in tests: its own SDK dirs and state dir."""
     env = dict(os.environ)
-    env.update(hermetic_env(tmp_path / "daemon", emulator.url))
+    env.update(hermetic_env(tmp_path / "daemon", base_url))
     env["WANDBFS_STATE_DIR"] = str(tmp_path / "daemon" / "state")
     return env
+
+
+@pytest.fixture
+def mount_env(emulator: Emulator, tmp_path: Path) -> dict[str, str]:
+    return daemon_env(tmp_path, emulator.url)
 
 
 @pytest.fixture

@@ -22,23 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import sdk_env
+from ..procutil import process_alive
 from .netns import WanLink
 
 API_KEY = "bench" + "k" * 40
-
-# The SDK's fast-fail settings, as tests/conftest.py uses them (copied: the bench does not import tests).
-FAST_ENV = {
-    "WANDB__GRAPHQL_RETRY_MAX": "1", "WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS": "1",
-    "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS": "1",
-    "WANDB__FILE_STREAM_RETRY_MAX": "1", "WANDB__FILE_STREAM_RETRY_WAIT_MIN_SECONDS": "1",
-    "WANDB__FILE_STREAM_RETRY_WAIT_MAX_SECONDS": "1",
-    "WANDB__FILE_TRANSFER_RETRY_MAX": "1", "WANDB__FILE_TRANSFER_RETRY_WAIT_MIN_SECONDS": "1",
-    "WANDB__FILE_TRANSFER_RETRY_WAIT_MAX_SECONDS": "1",
-    "WANDB_HTTP_TIMEOUT": "30", "WANDB_INIT_TIMEOUT": "60", "WANDB_SILENT": "true",
-    "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "off",
-    "WANDB__DISABLE_STATS": "true", "WANDB__DISABLE_META": "true",
-    "WANDB__DISABLE_MACHINE_INFO": "true", "WANDB__SAVE_REQUIREMENTS": "false",
-}
 
 MiB = 1 << 20
 
@@ -48,18 +36,9 @@ class WrongBytes(Exception):
 
 
 def hermetic_env(root: Path, base_url: str, api_key: str = API_KEY) -> dict[str, str]:
-    """A process environment whose SDK writes only under ``root`` (from tests/conftest.py)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env.update(FAST_ENV)
-    for var, sub in [("HOME", "home"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_DATA_DIR", "data"), ("WANDB_DIR", "wandb"), ("WANDB_ARTIFACT_DIR", "artifacts"),
-                     ("TMPDIR", "tmp")]:
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        env[var] = str(root / sub)
-    env["WANDB_BASE_URL"] = base_url
-    env["WANDB_API_KEY"] = api_key
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    """A whole process environment whose SDK writes only under ``root``."""
+    return sdk_env.hermetic_env(root, base_url, api_key, http_timeout=30, init_timeout=60,
+                                base=sdk_env.without_wandb_vars())
 
 
 # ---- clean-up -----------------------------------------------------------------------------
@@ -513,16 +492,7 @@ class WandbfsMount:
             return ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+_alive = process_alive
 
 
 @dataclass

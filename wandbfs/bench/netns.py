@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..procutil import process_alive
+
 NS = "wbench"
 HOST_IF = "wbench0"
 NS_IF = "wbench1"
@@ -47,14 +49,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_pid_alive = process_alive
 
 
 @dataclass
