@@ -60,12 +60,12 @@ class Fetcher:
                 self.stats.cache_hits += 1
                 return key
             item = self._fills.get(key)
-            if item is not None and item.done.is_set():
+            if item is not None and (item.done.is_set() or item.error is not None):
                 self._fills.pop(key, None)
                 if item.error is None and item.path is not None:
                     self._verified.add(item.path)
                     return item.path
-                item = None  # a failed fill is finished: the next reader starts afresh
+                item = None  # a failed fill is over (its threads may still be exiting): start afresh
             if item is not None:
                 return item
             starting = self._starting.get(key)
@@ -142,7 +142,8 @@ class Fetcher:
         finally:
             self.stats.in_flight -= 1
             lock.close()
-            self._fills.pop(key, None)
+            if self._fills.get(key) is item:
+                self._fills.pop(key, None)
             if item.error is None and item.path is not None:
                 self._verified.add(item.path)
 

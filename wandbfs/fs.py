@@ -16,7 +16,6 @@ import functools
 import itertools
 import logging
 import os
-import stat as statmod
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,4 +523,4 @@ class WandbFS(pyfuse3.Operations):
     removexattr = _erofs("removexattr")
 
 
-__all__ = ["WandbFS", "FsOptions", "ROOT_INODE", "statmod"]
+__all__ = ["WandbFS", "FsOptions", "ROOT_INODE"]
