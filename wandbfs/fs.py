@@ -170,7 +170,9 @@ class WandbFS(pyfuse3.Operations):
                    for i, v in sorted(vers.versions.items())]
             out += [(a, self._alias(org, reg, coll, a, i, vers.versions[i].created_at))
                     for a, i in sorted(vers.aliases.items()) if i in vers.versions]
-            self._background(("coll", org, reg, coll), self._warm_manifests, org, reg, coll, sorted(vers.versions))
+            if ("coll", org, reg, coll) not in self._warmed:  # don't sort a big listing on every readdir
+                self._background(("coll", org, reg, coll), self._warm_manifests, org, reg, coll,
+                                 sorted(vers.versions))
             return out
         detail = await self._detail(node)
         listing = detail.manifest.listdir(d["parts"]) or {}
