@@ -107,9 +107,7 @@ def wait_http(url: str, timeout: float = 30) -> None:
 # ---- servers ------------------------------------------------------------------------------
 
 class EmulatorProc:
-    """The emulator as a child process (restartable on the same state); see ``bench/emulator.py``."""
-
-    stock = False  # True: unchanged ``wandbfs emulator serve`` behaviour (Nagle on; --stock-emulator)
+    """``wandbfs emulator serve`` as a child process (restartable on the same state)."""
 
     def __init__(self, state: Path, log_path: Path) -> None:
         self.state = state
@@ -124,10 +122,8 @@ class EmulatorProc:
     def start(self) -> "EmulatorProc":
         self.state.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")
-        cmd = [sys.executable, "-m", "wandbfs.bench.emulator", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "wandbfs.cli", "emulator", "serve", "--host", "127.0.0.1",
                "--port", str(self.port or 0), "--state", str(self.state), "--url-lifetime", "86400"]
-        if self.stock:
-            cmd.append("--stock")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True,
                                      start_new_session=True)
         logf.close()

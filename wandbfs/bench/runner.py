@@ -52,9 +52,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "straight into the emulator's store (default 300; --quick: 30).")
     ap.add_argument("--slow-trial", type=float, default=90.0,
                     help="A measurement whose first round takes longer than this runs only once (default 90s).")
-    ap.add_argument("--stock-emulator", action="store_true",
-                    help="Run the emulator exactly as `wandbfs emulator serve` (Nagle on: ~44 ms per request "
-                         "on kept-alive connections; see wandbfs/bench/emulator.py).")
     ap.add_argument("--mount-args", default="", help="Extra options for every `wandbfs mount` (one string).")
     ap.add_argument("--out", type=Path, help="Write the results as JSON here.")
     ap.add_argument("--markdown", type=Path, help="Also write the table as markdown here.")
@@ -90,7 +87,6 @@ class Bench:
         self.have: dict[str, bool] = {}
         self.failed: list[str] = []
         self.t_start = time.time()
-        EmulatorProc.stock = args.stock_emulator
 
     # ---- reporting ---------------------------------------------------------------------
     def note(self, msg: str) -> None:
@@ -247,12 +243,6 @@ class Bench:
             raise SystemExit("bench: FUSE is not available (fusermount3 and /dev/fuse are needed)")
         if not self.have["curl"]:
             raise SystemExit("bench: curl is needed (scripts/bench installs it)")
-        if self.args.stock_emulator:
-            self.note("--stock-emulator: the emulator keeps Nagle on, which adds ~44 ms to every request on a "
-                      "kept-alive connection (a server cost, not the client's)")
-        else:
-            self.note("the emulator runs with TCP_NODELAY (wandbfs/bench/emulator.py): stock `wandbfs emulator "
-                      "serve` adds ~44 ms per request on kept-alive connections (Nagle + delayed ACK)")
         if not self.pc.global_ok:
             self.note(f"page cache dropped with {self.pc.method} (drop_caches is not writable)")
 
