@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 import urllib3
 
 from .manifest import Manifest, parse_manifest
-from .names import REGISTRY_PREFIX, qualified_name, registry_display, registry_project
+from .names import qualified_name, registry_project
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,10 +175,6 @@ class WandbClient:
             return sorted(set(names))
         return self._call(run)
 
-    def check_org(self, org: str) -> None:
-        self._call(lambda: self.api().organization(org))
-
-    # ---- listings ----------------------------------------------------------------------
     def registries(self, org: str) -> list[RegistryInfo]:
         def run() -> list[RegistryInfo]:
             out = []
@@ -306,6 +302,3 @@ def registry_index(art: Any) -> int:
         return int(suffix[1:])
     return int(art.version[1:])
 
-
-def is_registry_project(name: str) -> bool:
-    return name.startswith(REGISTRY_PREFIX) and registry_display(name) is not None

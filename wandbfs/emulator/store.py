@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REGISTRY_PREFIX = "wandb-registry-"
 VIEWER = "alice"
@@ -214,7 +214,6 @@ class Store:
         self.memberships: dict[str, Membership] = {}
         self.runs: dict[str, Run] = {}
         self.uses: list[Use] = []
-        self.api_keys: set[str] = set()
         self.revoked: set[str] = set()
         self._load()
         if VIEWER not in self.entities:
@@ -233,12 +232,10 @@ class Store:
         for table, cls in _TABLES.items():
             setattr(self, table, {k: cls(**v) for k, v in raw[table].items()})
         self.uses = [Use(**u) for u in raw["uses"]]
-        self.api_keys = set(raw.get("api_keys", []))
 
     def save(self) -> None:
         with self.lock:
-            raw: dict[str, Any] = {"counter": self.counter, "uses": [dataclasses.asdict(u) for u in self.uses],
-                                   "api_keys": sorted(self.api_keys)}
+            raw: dict[str, Any] = {"counter": self.counter, "uses": [dataclasses.asdict(u) for u in self.uses]}
             for table in _TABLES:
                 raw[table] = {k: dataclasses.asdict(v) for k, v in getattr(self, table).items()}
             tmp = self._snapshot.with_suffix(".tmp")
@@ -501,10 +498,6 @@ class Store:
                 del self.memberships[m.id]
                 self.save()
 
-    def find_collection_by_id(self, cid: str) -> Collection | None:
-        return self.collections.get(cid)
-
-    # ---- runs and lineage --------------------------------------------------------------
     def upsert_run(self, entity: str, project: str, name: str, **fields: Any) -> tuple[Run, bool]:
         with self.lock:
             if entity not in self.entities:
@@ -545,9 +538,3 @@ class Store:
 
     def uses_by_run(self, run: Run) -> list[Use]:
         return [u for u in self.uses if u.run_id == run.id]
-
-    def iter_registry_memberships(self, org: Org) -> Iterator[Membership]:
-        for m in self.memberships.values():
-            c = self.collections[m.collection_id]
-            if c.entity == org.entity and c.kind == "portfolio":
-                yield m
