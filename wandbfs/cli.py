@@ -144,6 +144,12 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
 
 
 main.add_command(emulator_group)
+from .mount_helper import install_helper_command  # noqa: E402
+from .resolve_cmd import path_command, resolve_command  # noqa: E402
+
+main.add_command(resolve_command)
+main.add_command(path_command)
+main.add_command(install_helper_command)
 
 if __name__ == "__main__":
     main()
