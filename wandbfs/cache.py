@@ -447,6 +447,108 @@ class ObjectCache:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
 
+    # --- readers and eviction ----------------------------------------------
+    # Every descriptor wandbfs holds on an object carries a shared flock; eviction takes the
+    # exclusive one without blocking, so an object that is open - in this mount, another
+    # mount, or a download still being renamed in - is never removed under its reader.
+
+    def open_shared(self, path: Path | str) -> int | None:
+        """Open an object for reading, holding it against eviction; ``None`` if it was evicted.
+
+        The flock is taken after the open, so the object may have been unlinked in between:
+        a zero link count says it is gone and the caller fetches it again.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.fstat(fd).st_nlink == 0:
+                os.close(fd)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.touch(fd)
+        return fd
+
+    @staticmethod
+    def hold(fd: int) -> None:
+        """Mark a descriptor (e.g. a download's temp file, soon the object) as in use."""
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+    @staticmethod
+    def touch(fd: int) -> None:
+        """Record a use for LRU eviction: set atime to now, keep mtime (which the
+        verified mark and the SDK look at). Needed because relatime/noatime mounts
+        rarely update atime on their own."""
+        try:
+            st = os.fstat(fd)
+            os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
+        except OSError:
+            pass
+
+    def try_evict(self, path: Path | str) -> bool:
+        """Remove one object unless someone holds it open; ``True`` if it was removed."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            st = os.fstat(fd)
+            try:
+                same = os.stat(path).st_ino == st.st_ino  # not replaced since we opened it
+            except FileNotFoundError:
+                return False
+            if not same:
+                return False
+            os.unlink(path)
+            return True
+        finally:
+            os.close(fd)
+
+    def iter_objects(self) -> Iterator[tuple[Path, os.stat_result]]:
+        """Every object file in the cache, with its stat (for sizes and LRU order)."""
+        for kind in ("md5", "xxh128", "etag"):
+            base = self.obj_dir / kind
+            try:
+                prefixes = list(os.scandir(base))
+            except FileNotFoundError:
+                continue
+            for pre in prefixes:
+                if not pre.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    files = list(os.scandir(pre.path))
+                except FileNotFoundError:
+                    continue
+                for de in files:
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        yield Path(de.path), st
+
+    def iter_temps(self) -> Iterator[tuple[Path, os.stat_result]]:
+        """Temp files in ``tmp/`` (ours and the SDK's)."""
+        try:
+            it = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return
+        for de in it:
+            try:
+                st = de.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield Path(de.path), st
+
     # --- verified marks ----------------------------------------------------
 
     VERIFIED_XATTR = "user.wandbfs.verified"

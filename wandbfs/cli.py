@@ -26,6 +26,12 @@ def main() -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Object cache (default: the SDK's, $WANDB_CACHE_DIR or ~/.cache/wandb, shared with "
                    "artifact.download()).")
+@click.option("--cache-max-size", metavar="SIZE",
+              help="Cap on the object cache (e.g. 50G); least recently used objects are evicted "
+                   "before a download that would not fit. Open and pinned objects are never evicted.")
+@click.option("--cache-min-free", metavar="SIZE", default="0", show_default=True,
+              help="Free space to leave on the cache's disk (e.g. 10G). A file that cannot fit even "
+                   "after eviction is served straight from W&B without caching.")
 @click.option("--alias-ttl", default=30.0, show_default=True, help="Seconds before aliases are re-resolved.")
 @click.option("--list-ttl", default=60.0, show_default=True,
               help="Seconds before registry/collection listings are refreshed.")
@@ -52,14 +58,21 @@ def main() -> None:
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to stderr.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Daemon log file.")
 @click.option("-d", "--debug", is_flag=True, help="Verbose logging.")
-def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, alias_ttl: float, list_ttl: float,
+def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache_max_size: str | None,
+          cache_min_free: str, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
           no_lineage: bool, allow_other: bool, read_timeout: float, verify: str, part_size: int,
           concurrency: int, warm: bool, read_ahead_kb: int, foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
+    from .eviction import parse_size
     from .mount import MountConfig, MountError, mount_daemon, mount_foreground
 
-    config = MountConfig(mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
+    try:
+        max_size = parse_size(cache_max_size) if cache_max_size else None
+        min_free = parse_size(cache_min_free)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--cache-max-size/--cache-min-free") from None
+    config = MountConfig(cache_max_size=max_size, cache_min_free=min_free,mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
                          run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
@@ -144,6 +157,11 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
 
 
 main.add_command(emulator_group)
+from .cache_cmd import cache_group, pin_command, unpin_command  # noqa: E402
+
+main.add_command(cache_group)
+main.add_command(pin_command)
+main.add_command(unpin_command)
 from .mount_helper import install_helper_command  # noqa: E402
 from .resolve_cmd import path_command, resolve_command  # noqa: E402
 

@@ -9,7 +9,9 @@ manifest digest, and renamed into the object cache.
 
 Two ways to serve: ``ensure()`` waits for the verified object (``--verify strict``);
 ``open_object()`` returns the fill in progress so reads are served as their ranges arrive
-(the default, streaming).
+(the default, streaming). Before a download starts the evictor makes room for it; when it
+cannot (or the disk fills up mid-download), the object is served by an ``UncachedStream``
+instead, straight from storage, nothing written.
 """
 
 from __future__ import annotations
@@ -24,21 +26,25 @@ import trio
 import urllib3
 
 from .cache import ObjectCache
+from .eviction import CacheLimits, Evictor
 from .manifest import ManifestEntry
-from .prefetch import FetchError, FetchPolicy, FetchStats, FillItem
+from .prefetch import FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
+from .stream import UncachedStream
 from .wandb_client import VersionDetail
 
 log = logging.getLogger(__name__)
 
 UrlSource = Callable[[VersionDetail, str, bool], Awaitable[str]]
 
-__all__ = ["Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem"]
+__all__ = ["Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream"]
 
 
 class Fetcher:
     def __init__(self, cache: ObjectCache, url_source: UrlSource, *, policy: FetchPolicy | None = None,
-                 limiter: trio.CapacityLimiter | None = None, nursery: trio.Nursery | None = None) -> None:
+                 limiter: trio.CapacityLimiter | None = None, nursery: trio.Nursery | None = None,
+                 evictor: Evictor | None = None) -> None:
         self.cache = cache
+        self.evictor = evictor or Evictor(cache, CacheLimits())
         self.url_source = url_source
         self.policy = policy or FetchPolicy()
         self.limiter = limiter or trio.CapacityLimiter(16)
@@ -47,15 +53,20 @@ class Fetcher:
         self._fills: dict[Path, FillItem] = {}
         self._starting: dict[Path, trio.Event] = {}
         self._verified: set[Path] = set()
+        self._streams: dict[Path, UncachedStream] = {}
         self._http = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
 
     # ---- public ----------------------------------------------------------------------
-    async def open_object(self, detail: VersionDetail, entry: ManifestEntry) -> Path | FillItem:
-        """The verified cache path, or the (shared) fill that is bringing the bytes in."""
+    async def open_object(self, detail: VersionDetail, entry: ManifestEntry) -> Path | FillItem | UncachedStream:
+        """The verified cache path, the (shared) fill bringing the bytes in, or - when the
+        cache has no room - a stream that serves them without caching."""
         if entry.ref:
             raise FetchError(f"{entry.path}: reference entries ({entry.ref_scheme}) are not served yet")
         key = self.cache.path_for(entry)
         while True:
+            stream = self._streams.get(key)
+            if stream is not None:
+                return stream
             if key in self._verified and self.cache.lookup(entry) is not None:
                 self.stats.cache_hits += 1
                 return key
@@ -85,6 +96,8 @@ class Fetcher:
             got = await self.open_object(detail, entry)
             if isinstance(got, Path):
                 return got
+            if isinstance(got, UncachedStream):
+                raise NoSpace(f"{entry.path}: no room in the cache for {entry.size} bytes")
             try:
                 return await got.wait_done()
             except FetchError as e:
@@ -92,6 +105,31 @@ class Fetcher:
                     raise
                 log.warning("refetching %s after a digest mismatch", entry.path)
         raise AssertionError("unreachable")
+
+    def uncached(self, detail: VersionDetail, entry: ManifestEntry) -> UncachedStream:
+        """The shared no-cache stream of an object (readers count themselves in ``users``)."""
+        key = self.cache.path_for(entry)
+        stream = self._streams.get(key)
+        if stream is None:
+            token = trio.lowlevel.current_trio_token()
+
+            def url_fn(refresh: bool) -> str:
+                return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
+            stream = self._streams[key] = UncachedStream(entry, self.policy, url_fn, self._http, self.stats,
+                                                         self.limiter)
+            self.stats.uncached += 1
+            log.warning("serving %s without caching it (no room in the cache)", entry.path)
+        return stream
+
+    def forget_verified(self, path: Path) -> None:
+        """An object we had verified was evicted (by us, another mount or the SDK)."""
+        self._verified.discard(path)
+
+    def forget_stream(self, stream: UncachedStream) -> None:
+        """Drop a stream nobody reads any more (its blocks go with it)."""
+        key = self.cache.path_for(stream.entry)
+        if stream.users <= 0 and self._streams.get(key) is stream:
+            del self._streams[key]
 
     def close(self) -> None:
         self._http.clear()
@@ -114,12 +152,19 @@ class Fetcher:
                     return hit
                 log.warning("cached object for %s fails its digest; fetching again", entry.path)
                 os.unlink(hit)
+            if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=self.limiter):
+                lock.close()
+                return self.uncached(detail, entry)
             token = trio.lowlevel.current_trio_token()
 
             def url_fn(refresh: bool) -> str:
                 return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
 
-            item = FillItem(entry, self.cache, self.policy, url_fn, self._http, self.stats)
+            try:
+                item = FillItem(entry, self.cache, self.policy, url_fn, self._http, self.stats)
+            except BaseException:
+                self.evictor.settle(entry.size)
+                raise
         except BaseException:
             lock.close()
             raise
@@ -141,6 +186,7 @@ class Fetcher:
                 n.start_soon(self._thread, item.run_hasher)
         finally:
             self.stats.in_flight -= 1
+            self.evictor.settle(item.size)
             lock.close()
             if self._fills.get(key) is item:
                 self._fills.pop(key, None)

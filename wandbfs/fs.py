@@ -25,7 +25,7 @@ import pyfuse3
 import trio
 
 from .catalog import Catalog
-from .fetcher import Fetcher, FetchError, FillItem
+from .fetcher import Fetcher, FetchError, FillItem, NoSpace, UncachedStream
 from .inodes import ROOT_INODE, InodeTable, Node
 from .lineage import Lineage, Use
 from .manifest import DIR, ManifestEntry
@@ -75,7 +75,9 @@ class Handle:
     entry: ManifestEntry
     fd: int = -1                  # the verified cache file, once there
     item: FillItem | None = None  # the download in progress, while streaming
+    stream: UncachedStream | None = None  # no room in the cache: served straight from storage
     error: int = 0                # a handle whose fetch failed keeps failing; a new open tries again
+    closed: bool = False
 
 
 @dataclass
@@ -239,6 +241,8 @@ class WandbFS(pyfuse3.Operations):
                 got = await self.fetcher.open_object(detail, entry)
                 if isinstance(got, FillItem):
                     await got.done.wait()
+                elif isinstance(got, UncachedStream):
+                    self.fetcher.forget_stream(got)
         async with trio.open_nursery() as n:
             for e in small:
                 n.start_soon(self._quietly, one, e)
@@ -388,16 +392,19 @@ class WandbFS(pyfuse3.Operations):
         node.data["open_handles"] = node.data.get("open_handles", 0) + 1
         self._note_use(node, detail, ctx.pid)
         if self.nursery is not None:
-            # Fill the whole file once it is opened, so mmap loaders never fault onto the network.
-            self.nursery.start_soon(self._prefill, detail, node.data["entry"])
+            # Attach the handle now: a cached object is held against eviction while it is open
+            # (reads may all come from the page cache), and a missing one starts filling, so
+            # mmap loaders never fault onto the network.
+            self.nursery.start_soon(self._attach_early, self._handles[fh])
             self._background(("files", detail.artifact_id, detail.index), self._warm_version, detail)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
-    async def _prefill(self, detail: VersionDetail, entry: ManifestEntry) -> None:
+    async def _attach_early(self, h: Handle) -> None:
         try:
-            await self.fetcher.open_object(detail, entry)
+            if not h.closed and h.fd < 0 and h.item is None and h.stream is None:
+                await self._attach(h)
         except Exception as e:  # noqa: BLE001 - the read that needs the bytes reports it
-            log.info("background fill of %s not started: %s", entry.path, e)
+            log.info("background fill of %s not started: %s", h.entry.path, e)
 
     def _note_use(self, node: Node, detail: VersionDetail, pid: int) -> None:
         if self.lineage is None:
@@ -431,43 +438,83 @@ class WandbFS(pyfuse3.Operations):
                 self._drop_page_cache(h.node.inode)
             raise
 
-    @staticmethod
-    def _open_cached(path: Path) -> int:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        # Our reads are served one at a time on the loop thread: ask the kernel to read the
-        # cache file ahead of us so they find it in memory.
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    def _open_cached(self, path: Path) -> int | None:
+        """Open a cache object, held against eviction; ``None`` if it was evicted meanwhile."""
+        fd = self.fetcher.cache.open_shared(path)
+        if fd is not None:
+            # Our reads are served one at a time on the loop thread: ask the kernel to read
+            # the cache file ahead of us so they find it in memory.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         return fd
 
-    async def _read_fetching(self, h: Handle, off: int, size: int) -> bytes:
-        if self.opts.verify == "strict":
-            h.fd = self._open_cached(await self.fetcher.ensure(h.detail, h.entry))
-            return os.pread(h.fd, size, off)
-        if h.item is None:
-            got = await self.fetcher.open_object(h.detail, h.entry)
-            if h.fd >= 0 or h.item is not None:
-                pass  # another read on this handle got there first
-            elif isinstance(got, Path):
-                h.fd = self._open_cached(got)
+    async def _attach(self, h: Handle) -> None:
+        """Give a handle its source: the cached file, the fill in progress, or (no room in
+        the cache) the uncached stream. Strict mode attaches only verified bytes."""
+        strict = self.opts.verify == "strict"
+        for _ in range(3):
+            try:
+                got = await (self.fetcher.ensure(h.detail, h.entry) if strict
+                             else self.fetcher.open_object(h.detail, h.entry))
+            except NoSpace:
+                got = self.fetcher.uncached(h.detail, h.entry)
+            if h.closed or h.fd >= 0 or h.item is not None or h.stream is not None:
+                if isinstance(got, UncachedStream):
+                    self.fetcher.forget_stream(got)
+                return  # another read on this handle got there first, or it was released
+            if isinstance(got, Path):
+                fd = self._open_cached(got)
+                if fd is None:
+                    self.fetcher.forget_verified(got)  # evicted between lookup and open: again
+                    continue
+                h.fd = fd
+            elif isinstance(got, UncachedStream):
+                self._adopt_stream(h, got)
+                if strict:
+                    await got.verify()
             else:
                 h.item = got
                 got.acquire()  # the handle's reference
-            if h.fd >= 0:
-                return os.pread(h.fd, size, off)
+            return
+        raise FetchError(f"{h.entry.path}: the object keeps disappearing from the cache")
+
+    def _adopt_stream(self, h: Handle, stream: UncachedStream) -> None:
+        stream.users += 1
+        h.stream = stream
+
+    async def _read_fetching(self, h: Handle, off: int, size: int) -> bytes:
+        if h.item is None and h.stream is None:
+            await self._attach(h)
+        if h.fd >= 0:
+            return os.pread(h.fd, size, off)
+        if h.stream is not None:
+            return await h.stream.read(off, size)
         item = h.item
         assert item is not None
         item.acquire()  # this request's reference: the fd stays open until we have read
         try:
             end = min(off + size, h.entry.size)
-            await item.wait_range(off, end)
-            if end >= h.entry.size:
-                await item.wait_done()  # the read that reaches EOF answers for the whole file
+            try:
+                await item.wait_range(off, end)
+                if end >= h.entry.size:
+                    await item.wait_done()  # the read that reaches EOF answers for the whole file
+            except NoSpace:
+                # The disk filled up under this download: serve the file without caching.
+                if h.item is item:
+                    log.warning("%s: the cache's disk filled up during the download; reading on uncached",
+                                h.entry.path)
+                    h.item = None
+                    item.release()  # the handle's reference
+                    self._adopt_stream(h, self.fetcher.uncached(h.detail, h.entry))
+                assert h.stream is not None
+                return await h.stream.read(off, size)
             data = item.pread(end - off, off) if end > off else b""
             if item.path is not None and h.item is item:
-                h.fd = self._open_cached(item.path)
-                h.item = None
-                item.release()  # the handle's reference
+                fd = self._open_cached(item.path)
+                if fd is not None:
+                    h.fd = fd
+                    h.item = None
+                    item.release()  # the handle's reference
             return data
         finally:
             item.release()
@@ -488,11 +535,15 @@ class WandbFS(pyfuse3.Operations):
         h = self._handles.pop(fh, None)
         if h is None:
             return
+        h.closed = True
         log.debug("release %s: %d reads, %d bytes requested so far", h.entry.path, self.read_calls, self.read_bytes)
         if h.fd >= 0:
             os.close(h.fd)
         if h.item is not None:
             h.item.release()
+        if h.stream is not None:
+            h.stream.users -= 1
+            self.fetcher.forget_stream(h.stream)
         h.node.data["open_handles"] = max(0, h.node.data.get("open_handles", 1) - 1)
 
     @_guard

@@ -52,6 +52,8 @@ class MountConfig:
     concurrency: int = 4
     read_ahead_kb: int = 1024
     warm: bool = True
+    cache_max_size: int | None = None
+    cache_min_free: int = 0
     log_file: Path | None = None
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -153,6 +155,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
 
     from .cache import ObjectCache, default_cache_root
     from .catalog import Catalog
+    from .eviction import CacheLimits, Evictor
+    from .pins import PinStore
     from .fetcher import Fetcher, FetchPolicy
     from .fs import FsOptions, WandbFS
     from .lineage import Lineage, MountRun, RunRecorder
@@ -218,9 +222,12 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
 
     async def main() -> None:
         catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl, meta=meta)
+        evictor = Evictor(cache, CacheLimits(config.cache_max_size, config.cache_min_free),
+                          pinned=PinStore(cache.root).objects)
         fetcher = Fetcher(cache, catalog.file_url,
                           policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
-                                             part_size=config.part_size, concurrency=config.concurrency))
+                                             part_size=config.part_size, concurrency=config.concurrency),
+                          evictor=evictor)
         lineage = Lineage(recorder) if recorder else None
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
                                                           negative_ttl=config.negative_ttl, verify=config.verify, warm=config.warm,

@@ -12,6 +12,7 @@ whole-file digest, so the guarantee is: no read that reaches EOF succeeds on wro
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import random
@@ -37,6 +38,10 @@ CHUNK = 1 << 20
 
 class FetchError(BackendError):
     """A download that failed after its retries (EIO for the reader)."""
+
+
+class NoSpace(FetchError):
+    """The cache's disk is full: the caller serves this file without caching it."""
 
 
 class UrlRefused(Exception):
@@ -69,9 +74,121 @@ class FetchStats:
     retries: int = 0
     url_refreshes: int = 0
     in_flight: int = 0
+    uncached: int = 0                 # objects served without caching (no room)
 
 
 UrlFn = Callable[[bool], str]   # blocking, called from worker threads: refresh -> signed URL
+
+
+Sink = Callable[[int, bytes], None]   # (offset, bytes) as they arrive
+
+
+class RangeGetter:
+    """Ranged GETs of one object with the retry rules: backoff on transient failures, a
+    fresh signed URL when storage refuses the old one, a deadline on every read.
+
+    Shared by the fill (which writes into the cache) and the uncached stream (which keeps
+    a few blocks in memory); blocking, called from worker threads.
+    """
+
+    def __init__(self, entry: ManifestEntry, policy: FetchPolicy, url_fn: UrlFn, http: urllib3.PoolManager,
+                 stats: FetchStats, workers: int = 1, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self.entry = entry
+        self.size = entry.size
+        self.policy = policy
+        self.url_fn = url_fn
+        self.http = http
+        self.stats = stats
+        self.workers = workers
+        self.cancelled = cancelled
+        self._lock = threading.Lock()
+        self._url: str | None = None
+        self._refreshes = 0
+
+    def _url_for(self, refresh: bool) -> str:
+        with self._lock:
+            if refresh:
+                self._refreshes += 1
+                self.stats.url_refreshes += 1
+                if self._refreshes > self.policy.url_refreshes * self.workers:
+                    raise AuthError(f"{self.entry.path}: storage keeps refusing fresh URLs")
+                self._url = None
+            url = self._url
+        if url is None:
+            url = self.url_fn(refresh)
+            with self._lock:
+                self._url = url
+        return url
+
+    def fetch(self, start: int, end: int, sink: Sink) -> None:
+        """Deliver ``[start, end)`` to ``sink``, retrying; raises FetchError when it gives up."""
+        p = self.policy
+        pos = start
+        transient = 0
+        refresh = False
+        while pos < end:
+            url = self._url_for(refresh)
+            refresh = False
+            try:
+                pos = self._get_range(url, pos, end, sink)
+            except UrlRefused as e:
+                log.info("signed URL for %s refused (%s); refreshing", self.entry.path, e)
+                refresh = True
+            except Transient as e:
+                transient += 1
+                self.stats.retries += 1
+                if transient >= p.attempts:
+                    raise FetchError(f"{self.entry.path}: download failed after {transient} attempts: {e}") from e
+                delay = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
+                log.warning("download of %s failed at byte %d (%s); retry %d in %.2fs",
+                            self.entry.path, pos, e, transient, delay)
+                time.sleep(delay)
+                if self.cancelled():
+                    return
+
+    def _get_range(self, url: str, start: int, end: int, sink: Sink) -> int:
+        """GET ``[start, end)``; returns how far it got (== end on success)."""
+        p = self.policy
+        whole = start == 0 and end == self.size
+        headers = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
+        try:
+            r = self.http.request("GET", url, headers=headers, preload_content=False, redirect=True,
+                                  timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
+        except urllib3.exceptions.HTTPError as e:
+            raise Transient(f"{type(e).__name__}: {e}") from e
+        complete = False
+        pos = start
+        try:
+            if r.status in (401, 403):
+                raise UrlRefused(f"HTTP {r.status}")
+            if r.status == 404:
+                raise NotFound(f"{self.entry.path}: storage has no such object (HTTP 404)")
+            if r.status in (408, 429) or r.status >= 500:
+                raise Transient(f"HTTP {r.status}")
+            if r.status not in (200, 206) or (r.status == 200 and not whole):
+                raise FetchError(f"{self.entry.path}: unexpected HTTP {r.status} for a range request")
+            for chunk in r.stream(CHUNK, decode_content=False):
+                chunk = chunk[: end - pos]
+                if not chunk:
+                    break
+                try:
+                    sink(pos, chunk)
+                except OSError as e:  # our side, not the network's: no retry fixes a full disk
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise NoSpace(f"{self.entry.path}: no space left in the cache") from e
+                    raise FetchError(f"{self.entry.path}: writing the cache failed: {e}") from e
+                self.stats.bytes_downloaded += len(chunk)
+                pos += len(chunk)
+            if pos < end:
+                raise Transient(f"short body: {pos - start} of {end - start} bytes")
+            complete = True
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Transient(f"{type(e).__name__}: {e} (at byte {pos})") from e
+        finally:
+            if not complete:
+                r.close()  # unread bytes would poison the next request on this connection
+            r.release_conn()
+        return pos
 
 
 class FillItem:
@@ -81,8 +198,6 @@ class FillItem:
         self.size = entry.size
         self.cache = cache
         self.policy = policy
-        self.url_fn = url_fn
-        self.http = http
         self.stats = stats
         self.part_size = max(CHUNK, policy.part_size)
         self.nparts = max(1, -(-self.size // self.part_size))
@@ -95,14 +210,18 @@ class FillItem:
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.path: Path | None = None   # the verified cache path, once done
-        self._url: str | None = None
-        self._refreshes = 0
         self._users = 0
         # Wake trio-side waiters without blocking the worker on a round trip to the loop.
         self._token = trio.lowlevel.current_trio_token()
         self.fd, self.tmp = cache.new_temp()
+        cache.hold(self.fd)  # the temp file becomes the object: in use until the fill is closed
         os.ftruncate(self.fd, self.size)
         self.started = time.monotonic()
+        self.getter = RangeGetter(entry, policy, url_fn, http, stats, self.workers, self._failed)
+
+    def _failed(self) -> bool:
+        with self._lock:
+            return self.error is not None
 
     # ---- reader side (trio) ----------------------------------------------------------
     @property
@@ -182,7 +301,7 @@ class FillItem:
             start = p * self.part_size
             end = min(self.size, start + self.part_size)
             try:
-                self._fetch_part(start, end)
+                self.getter.fetch(start, end, self._write)
             except BaseException as e:  # noqa: BLE001 - one failed part fails the object
                 self._fail(e if isinstance(e, (BackendError, NotFound, AuthError)) else
                            FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))
@@ -190,86 +309,9 @@ class FillItem:
             with self._lock:
                 self._parts[p] = DONE
 
-    def _url_for(self, refresh: bool) -> str:
-        with self._lock:
-            if refresh:
-                self._refreshes += 1
-                self.stats.url_refreshes += 1
-                if self._refreshes > self.policy.url_refreshes * self.workers:
-                    raise AuthError(f"{self.entry.path}: storage keeps refusing fresh URLs")
-                self._url = None
-            url = self._url
-        if url is None:
-            url = self.url_fn(refresh)
-            with self._lock:
-                self._url = url
-        return url
-
-    def _fetch_part(self, start: int, end: int) -> None:
-        p = self.policy
-        pos = start
-        transient = 0
-        refresh = False
-        while pos < end:
-            url = self._url_for(refresh)
-            refresh = False
-            try:
-                pos = self._get_range(url, pos, end)
-            except UrlRefused as e:
-                log.info("signed URL for %s refused (%s); refreshing", self.entry.path, e)
-                refresh = True
-            except Transient as e:
-                transient += 1
-                self.stats.retries += 1
-                if transient >= p.attempts:
-                    raise FetchError(f"{self.entry.path}: download failed after {transient} attempts: {e}") from e
-                delay = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
-                log.warning("download of %s failed at byte %d (%s); retry %d in %.2fs",
-                            self.entry.path, pos, e, transient, delay)
-                time.sleep(delay)
-                with self._lock:
-                    if self.error is not None:
-                        return
-
-    def _get_range(self, url: str, start: int, end: int) -> int:
-        """GET ``[start, end)``; returns how far it got (== end on success)."""
-        p = self.policy
-        whole = start == 0 and end == self.size
-        headers = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
-        try:
-            r = self.http.request("GET", url, headers=headers, preload_content=False, redirect=True,
-                                  timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
-        except urllib3.exceptions.HTTPError as e:
-            raise Transient(f"{type(e).__name__}: {e}") from e
-        complete = False
-        pos = start
-        try:
-            if r.status in (401, 403):
-                raise UrlRefused(f"HTTP {r.status}")
-            if r.status == 404:
-                raise NotFound(f"{self.entry.path}: storage has no such object (HTTP 404)")
-            if r.status in (408, 429) or r.status >= 500:
-                raise Transient(f"HTTP {r.status}")
-            if r.status not in (200, 206) or (r.status == 200 and not whole):
-                raise FetchError(f"{self.entry.path}: unexpected HTTP {r.status} for a range request")
-            for chunk in r.stream(CHUNK, decode_content=False):
-                chunk = chunk[: end - pos]
-                if not chunk:
-                    break
-                os.pwrite(self.fd, chunk, pos)
-                self._mark(pos, pos + len(chunk))
-                self.stats.bytes_downloaded += len(chunk)
-                pos += len(chunk)
-            if pos < end:
-                raise Transient(f"short body: {pos - start} of {end - start} bytes")
-            complete = True
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise Transient(f"{type(e).__name__}: {e} (at byte {pos})") from e
-        finally:
-            if not complete:
-                r.close()  # unread bytes would poison the next request on this connection
-            r.release_conn()
-        return pos
+    def _write(self, pos: int, chunk: bytes) -> None:
+        os.pwrite(self.fd, chunk, pos)
+        self._mark(pos, pos + len(chunk))
 
     def _mark(self, start: int, end: int) -> None:
         with self._lock:
@@ -313,6 +355,9 @@ class FillItem:
             elapsed = time.monotonic() - self.started
             log.info("fetched %s: %d bytes in %.2fs (%.0f MiB/s, %d parts)", self.entry.path, self.size,
                      elapsed, self.size / max(elapsed, 1e-9) / 2**20, self.nparts)
+        except OSError as e:
+            self._fail(NoSpace(f"{self.entry.path}: no space left in the cache") if e.errno in (
+                errno.ENOSPC, errno.EDQUOT) else FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))
         except DigestMismatch as e:
             self.stats.digest_failures += 1
             log.error("digest mismatch for %s: %s", self.entry.path, e)

@@ -214,8 +214,9 @@ class WandbClient:
                 art = self._listed.pop((org, registry, collection, int(token[1:])), None)
             if art is None:
                 art = self.api().artifact(qualified_name(org, registry, collection, token))
-            raw = self._fetch_manifest_json(art)
-            manifest = parse_manifest(raw)
+            body = self._fetch_manifest(art)
+            manifest = parse_manifest(body)  # from the bytes: duplicate paths are reported
+            raw = json.loads(body)
             key = (org, registry, collection, registry_index(art))
             return VersionDetail(org=org, registry=registry, collection=collection,
                                  index=key[3], artifact_id=art.id, entity=art.entity,
@@ -224,7 +225,7 @@ class WandbClient:
                                  metadata=dict(art.metadata or {}), raw_manifest=raw)
         return self._call(run)
 
-    def _fetch_manifest_json(self, art: Any) -> dict[str, Any]:
+    def _fetch_manifest(self, art: Any) -> bytes:
         """The manifest's URL from GraphQL (through the SDK), its bytes with our HTTP client.
 
         ``artifact.manifest`` would GET the manifest with the SDK's hard-coded urllib3 retry
@@ -247,7 +248,7 @@ class WandbClient:
                 last = e
             else:
                 if r.status == 200:
-                    return json.loads(r.data)
+                    return bytes(r.data)
                 last = BackendError(f"manifest GET: HTTP {r.status}")
                 if r.status < 500 and r.status != 429:
                     break

@@ -11,16 +11,20 @@ import trio
 from tests.helpers import wait_for
 from wandbfs.cache import ObjectCache
 from wandbfs.catalog import Catalog
-from wandbfs.fetcher import Fetcher, FetchError, FetchPolicy
+from wandbfs.eviction import CacheLimits, Evictor
+from wandbfs.fetcher import Fetcher, FetchError, FetchPolicy, NoSpace, UncachedStream
 from wandbfs.wandb_client import NotFound, WandbClient
 
 
-def _run(emu, cache_dir: Path, body, policy: FetchPolicy | None = None):
+def _run(emu, cache_dir: Path, body, policy: FetchPolicy | None = None, limits: CacheLimits | None = None,
+         version: int = 0):
     async def main():
         catalog = Catalog(WandbClient())
-        fetcher = Fetcher(ObjectCache(cache_dir), catalog.file_url,
-                          policy=policy or FetchPolicy(backoff_base=0.01, read_timeout=2))
-        detail = await catalog.version("acme", "model", "resnet50", 0)
+        cache = ObjectCache(cache_dir)
+        fetcher = Fetcher(cache, catalog.file_url,
+                          policy=policy or FetchPolicy(backoff_base=0.01, read_timeout=2),
+                          evictor=Evictor(cache, limits or CacheLimits()))
+        detail = await catalog.version("acme", "model", "resnet50", version)
         try:
             async with trio.open_nursery() as nursery:
                 fetcher.nursery = nursery
@@ -111,3 +115,46 @@ def test_concurrent_ensures_share_one_download_and_hits_cost_nothing(emu, tmp_pa
         return fetcher.stats
     stats = _run(emu, tmp_path / "c", body)
     assert stats.downloads == 1
+
+
+def test_no_room_in_the_cache_serves_the_file_uncached_and_verified(emu, tmp_path):
+    """A cap smaller than the file: nothing can be evicted to fit it, so it is streamed."""
+    async def body(fetcher, detail):
+        entry = detail.manifest.entries["model.safetensors"]
+        want = _blob(emu, detail, "model.safetensors")
+        got = await fetcher.open_object(detail, entry)
+        assert isinstance(got, UncachedStream)
+        # out of order, then the tail: the skipped part is hashed before the EOF read answers
+        mid = await got.read(3 << 20, 1 << 20)
+        tail = await got.read(len(want) - 1000, 4096)
+        head = await got.read(0, 100)
+        assert (mid, tail, head) == (want[3 << 20: 4 << 20], want[-1000:], want[:100]) and got.verified
+        with pytest.raises(NoSpace):
+            await fetcher.ensure(detail, entry)   # strict callers (prefetch) are told, not fed
+        return fetcher.stats
+    stats = _run(emu, tmp_path / "c", body, FetchPolicy(part_size=1 << 20, backoff_base=0.01),
+                 limits=CacheLimits(max_size=1 << 20), version=3)
+    assert stats.uncached == 1 and stats.downloads == 0
+    assert not (tmp_path / "c/artifacts/obj").exists() or not any((tmp_path / "c/artifacts/obj").rglob("*"))
+    assert _no_temps(tmp_path / "c")
+
+
+def test_uncached_stream_refuses_corrupt_bytes_at_eof(emu, tmp_path):
+    emu.faults.set([{"route": "blob", "corrupt": True, "times": 1}])
+
+    async def body(fetcher, detail):
+        entry = detail.manifest.entries["model.safetensors"]
+        want = _blob(emu, detail, "model.safetensors")
+        got = await fetcher.open_object(detail, entry)
+        assert isinstance(got, UncachedStream)
+        data = bytearray()
+        with pytest.raises(FetchError, match="do not match"):
+            while len(data) < len(want):
+                data += await got.read(len(data), 4 << 20)
+        # the stream starts over; the next pass is clean and ends verified
+        data = bytearray()
+        while len(data) < len(want):
+            data += await got.read(len(data), 4 << 20)
+        assert bytes(data) == want and got.verified
+    _run(emu, tmp_path / "c", body, FetchPolicy(part_size=4 << 20, backoff_base=0.01),
+         limits=CacheLimits(max_size=1 << 20), version=3)

@@ -33,10 +33,10 @@ def fs_published(emulator, tmp_path_factory):
     return "acme/wandb-registry-model/fs-tree"
 
 
-def test_listing_at_every_level(mount, fs_published):
+def test_listing_at_every_level(emu, mount, fs_published):
     m = mount()
     root = m.path
-    assert os.listdir(root) == ["acme"]
+    assert sorted(os.listdir(root)) == sorted(emu.store.orgs) and "acme" in os.listdir(root)
     assert {"model", "dataset", "Fine-tuned Models"} <= set(os.listdir(root / "acme"))
     assert {"resnet50", "bert-base", "fs-tree"} <= set(os.listdir(root / "acme/model"))
     coll = root / "acme/model/fs-tree"

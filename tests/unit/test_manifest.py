@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import base64
 import hashlib
 import json
@@ -430,8 +432,11 @@ def test_manifest_digest_covers_skipped_entries() -> None:
 
 
 @pytest.fixture
-def sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep SDK staging/cache writes inside tmp_path, and stay offline."""
+def sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Keep SDK staging/cache writes inside tmp_path, and stay offline (and do not leave the
+    SDK's process-wide settings offline for the tests that run after this one)."""
+    import wandb
+
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -441,7 +446,8 @@ def sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (src / "a.txt").write_bytes(b"hello\n")
     (src / "sub dir" / "données.txt").write_bytes("données\n".encode())
     (src / "empty").write_bytes(b"")
-    return src
+    yield src
+    wandb.teardown()
 
 
 @pytest.mark.parametrize("alg", ["MD5", "XXH128"])
