@@ -41,6 +41,11 @@ def main() -> None:
 @click.option("--job-type", default="wandbfs-mount", show_default=True, help="Job type of the lineage run.")
 @click.option("--run-id", help="Record uses on this existing run instead of starting one.")
 @click.option("--no-lineage", is_flag=True, help="Do not record artifact uses in W&B.")
+@click.option("--reader-runs/--no-reader-runs", default=True, show_default=True,
+              help="Record a use on the reading process's own run when its environment has "
+                   "WANDB_RUN_ID (with WANDB_PROJECT/WANDB_ENTITY); else on the mount's run.")
+@click.option("--access-log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append one JSON line per file opened (time, pid, uid, process, path, version, run).")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
 @click.option("--read-timeout", default=30.0, show_default=True,
               help="Seconds without bytes before a download is abandoned and retried.")
@@ -61,7 +66,7 @@ def main() -> None:
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache_max_size: str | None,
           cache_min_free: str, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
-          no_lineage: bool, allow_other: bool, read_timeout: float, verify: str, part_size: int,
+          no_lineage: bool, reader_runs: bool, access_log: Path | None, allow_other: bool, read_timeout: float, verify: str, part_size: int,
           concurrency: int, warm: bool, read_ahead_kb: int, foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from .eviction import parse_size
@@ -72,7 +77,8 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
         min_free = parse_size(cache_min_free)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--cache-max-size/--cache-min-free") from None
-    config = MountConfig(cache_max_size=max_size, cache_min_free=min_free,mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
+    config = MountConfig(cache_max_size=max_size, cache_min_free=min_free, reader_runs=reader_runs,
+                         access_log=access_log.absolute() if access_log else None,mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
                          run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
@@ -154,6 +160,38 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
         if bar:
             bar[0].__exit__(None, None, None)
     click.echo(f"wandbfs: {files} files, {total} bytes in the cache")
+
+
+@main.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--pending", is_flag=True, help="Only uses not yet recorded in W&B.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
+    """List the artifact uses a mount recorded in W&B, and those still pending.
+
+    Reads the mounts' lineage journals (all mounts of this user, or MOUNTPOINT's); pending
+    uses are sent by the daemon as soon as W&B answers, and by the next daemon on that
+    mount point if this one stops first.
+    """
+    import json
+    import time
+
+    from .journal import read_journal
+    from .mount import journal_file, state_dir
+
+    files = [journal_file(mountpoint.absolute())] if mountpoint else sorted(state_dir().glob("lineage-*.jsonl"))
+    rows = [e for f in files for e in read_journal(f).values() if e.pending or not pending]
+    for e in sorted(rows, key=lambda e: e.time):
+        if as_json:
+            click.echo(json.dumps({"state": "pending" if e.pending else "recorded", "run": e.run,
+                                   "version": e.version_name, "used_as": e.used_as, "time": e.time,
+                                   "recorded_at": e.done}))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
+            click.echo(f"{'pending ' if e.pending else 'recorded'}  {when}  {e.version_name}  "
+                       f"as {e.used_as}  on {e.run}")
+    if not rows and not as_json:
+        click.echo("wandbfs: no pending uses" if pending else "wandbfs: no uses recorded yet", err=True)
 
 
 main.add_command(emulator_group)

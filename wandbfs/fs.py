@@ -27,9 +27,11 @@ import trio
 from .catalog import Catalog
 from .fetcher import Fetcher, FetchError, FillItem, NoSpace, UncachedStream
 from .inodes import ROOT_INODE, InodeTable, Node
-from .lineage import Lineage, Use
+from .access_log import AccessLog
+from .lineage import MOUNT_RUN, Lineage, Use
 from .manifest import DIR, ManifestEntry
 from .names import REGISTRY_PREFIX, parse_version_token, qualified_name, split_qualified
+from .readers import ReaderInfo
 from .wandb_client import AuthError, BackendError, NotFound, VersionDetail
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 def _guard(fn: F) -> F:
     """Map every failure to an errno; log what was unexpected. Never let one escape."""
+    from .refs import RefDenied, Unsupported  # reference entries (refs.py)
+
     @functools.wraps(fn)
     async def wrapper(self: "WandbFS", *args: Any) -> Any:
         try:
@@ -49,6 +53,12 @@ def _guard(fn: F) -> F:
             raise
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except Unsupported as e:  # a reference wandbfs cannot read: the message names it and what can
+            log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP) from None
+        except RefDenied as e:  # the reference's own storage refused us, not W&B
+            log.error("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(errno.EACCES) from None
         except AuthError as e:
             log.error("%s: W&B refused the credentials: %s", fn.__name__, e)
             raise pyfuse3.FUSEError(errno.EACCES) from None
@@ -89,16 +99,19 @@ class FsOptions:
     gid: int = 0
     verify: str = "stream"   # "stream": serve ranges as they arrive; "strict": only verified objects
     warm: bool = True        # fetch likely-next manifests, URLs and small files in the background
+    reader_runs: bool = True  # record a use on the reading process's run (WANDB_RUN_ID) when it has one
 
 
 class WandbFS(pyfuse3.Operations):
     def __init__(self, catalog: Catalog, fetcher: Fetcher, lineage: Lineage | None,
-                 options: FsOptions | None = None) -> None:
+                 options: FsOptions | None = None, access_log: AccessLog | None = None) -> None:
         super().__init__()
         self.catalog = catalog
         self.fetcher = fetcher
         self.lineage = lineage
+        self.access_log = access_log
         self.opts = options or FsOptions(uid=os.getuid(), gid=os.getgid())
+        self.readers = ReaderInfo(runs=self.opts.reader_runs)
         self.table = InodeTable()
         self.table.add_root({"kind": "dir", "mode": 0o555, "mtime": time.time(), "data": {"level": "root"}})
         self._handles: dict[int, Handle] = {}
@@ -390,7 +403,7 @@ class WandbFS(pyfuse3.Operations):
         fh = next(self._fh)
         self._handles[fh] = Handle(node, detail, node.data["entry"])
         node.data["open_handles"] = node.data.get("open_handles", 0) + 1
-        self._note_use(node, detail, ctx.pid)
+        self._note_use(node, detail, ctx)
         if self.nursery is not None:
             # Attach the handle now: a cached object is held against eviction while it is open
             # (reads may all come from the page cache), and a missing one starts filling, so
@@ -406,16 +419,25 @@ class WandbFS(pyfuse3.Operations):
         except Exception as e:  # noqa: BLE001 - the read that needs the bytes reports it
             log.info("background fill of %s not started: %s", h.entry.path, e)
 
-    def _note_use(self, node: Node, detail: VersionDetail, pid: int) -> None:
-        if self.lineage is None:
+    def _note_use(self, node: Node, detail: VersionDetail, ctx: pyfuse3.RequestContext) -> None:
+        """Queue the lineage use (on the reader's run if it has one) and write the access log."""
+        if self.lineage is None and self.access_log is None:
             return
         d = node.data
         token = f"v{detail.index}"
-        via = self._via.get((pid, ("ver", d["org"], d["reg"], d["coll"], d["idx"])))
+        via = self._via.get((ctx.pid, ("ver", d["org"], d["reg"], d["coll"], d["idx"])))
         if via is not None and time.monotonic() - via[1] < 60:
             token = via[0]
-        self.lineage.note(Use(detail.artifact_id, detail.name,
-                              qualified_name(detail.org, detail.registry, detail.collection, token)))
+        used_as = qualified_name(detail.org, detail.registry, detail.collection, token)
+        reader = self.readers.get(ctx.pid, ctx.uid)
+        run = reader.run or MOUNT_RUN
+        if self.lineage is not None:
+            self.lineage.note(Use(detail.artifact_id, detail.name, used_as, run))
+        if self.access_log is not None:
+            path = "/".join((d["org"], d["reg"], d["coll"], token, *d["parts"]))
+            self.access_log.record(pid=ctx.pid, uid=ctx.uid, process=reader.comm, path=path,
+                                   name=detail.name, used_as=used_as, artifact_id=detail.artifact_id,
+                                   run=None if self.lineage is None else (reader.run or "mount"))
 
     @_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:

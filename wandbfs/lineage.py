@@ -1,11 +1,13 @@
 """Lineage: every artifact version read through the mount becomes an input of a W&B run.
 
-The first open of any file of a version queues one use; a background task records it with
-the SDK (``Run.use_artifact``), so a read never waits on W&B. A use that fails is retried
-with backoff until it lands or the mount stops; each version is recorded once per run.
-The recorded artifact is the exact version that was read (by ``vN``), and ``use_as`` names
-the path it was reached through (``acme/wandb-registry-model/resnet:production``), so a
-moving alias cannot make the record point at a version nobody read.
+The first open of a version by a run queues one use: on the reading process's own run when
+its environment names one (``readers.py``), else on the mount's run. Each use goes to the
+on-disk journal first (``journal.py``) and then, from a background task, to W&B with the
+public API (``api.run(path).use_artifact``), so a read never waits on W&B, an outage or a
+restart loses nothing, and each (run, version) is recorded once. The recorded artifact is
+the exact version that was read (by ``vN``) and ``use_as`` names the path it was reached
+through (``acme/wandb-registry-model/resnet:production``), so a moving alias cannot make the
+record point at a version nobody read.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import trio
 
+from .journal import MOUNT_RUN, JournalEntry, LineageJournal, use_key
+
 log = logging.getLogger(__name__)
+
+__all__ = ["MOUNT_RUN", "Lineage", "LineageStats", "MountRun", "RunMissing", "RunRecorder", "Use"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,12 @@ class Use:
     artifact_id: str
     version_name: str   # org/wandb-registry-R/C:vN, what is recorded
     used_as: str        # the name the reader used (alias or vN)
+    run: str = MOUNT_RUN  # entity/project/id of the reader's run, or the mount's run
+    replay: bool = False  # from the journal of an earlier daemon: check W&B before sending
+
+    @property
+    def key(self) -> str:
+        return use_key(self.run, self.artifact_id)
 
 
 @dataclass
@@ -34,55 +47,141 @@ class LineageStats:
     recorded: int = 0
     failures: int = 0
     pending: int = 0
+    replayed: int = 0
+    redirected: int = 0
     recorded_uses: list[Use] = field(default_factory=list)
+
+
+class RunMissing(Exception):
+    """The run a reader's environment names does not exist (yet)."""
 
 
 Recorder = Callable[[Use], None]
 
 
 class Lineage:
-    def __init__(self, recorder: Recorder, *, limiter: trio.CapacityLimiter | None = None,
-                 backoff_max: float = 30.0) -> None:
+    """The queue between ``open`` and W&B: journal stage, then record stage.
+
+    Two stages so that while W&B is down (the record stage retrying one use) every new use
+    still reaches the journal at once.
+    """
+
+    def __init__(self, recorder: Recorder, *, journal: LineageJournal | None = None,
+                 limiter: trio.CapacityLimiter | None = None, backoff_max: float = 30.0,
+                 missing_run_grace: float = 300.0) -> None:
         self.recorder = recorder
+        self.journal = journal
         self.limiter = limiter or trio.CapacityLimiter(1)
         self.backoff_max = backoff_max
+        self.missing_run_grace = missing_run_grace
         self.stats = LineageStats()
         self._seen: set[str] = set()
         self._send, self._recv = trio.open_memory_channel[Use](math.inf)
+        self._journaled_send, self._journaled_recv = trio.open_memory_channel[Use](math.inf)
         self._idle = trio.Event()
         self._idle.set()
 
+    def resume(self) -> int:
+        """Load the journal: recorded keys are never sent again, pending ones are queued."""
+        if self.journal is None:
+            return 0
+        n = 0
+        for e in self.journal.load().values():
+            if e.done is not None:
+                if e.run != MOUNT_RUN:  # an earlier daemon's own run is finished: not this one's
+                    self._seen.add(e.key)
+                continue
+            use = Use(e.artifact_id, e.version_name, e.used_as, e.run, replay=True)
+            self._seen.add(use.key)
+            self._queue(use)
+            self._journaled_send.send_nowait(use)  # already on disk
+            n += 1
+        if n:
+            self.stats.replayed += n
+            log.info("lineage: %d uses pending from before, recording them", n)
+        return n
+
     def note(self, use: Use) -> bool:
-        """Queue a use unless this version was already queued; never blocks."""
-        if use.artifact_id in self._seen:
+        """Queue a use unless this (run, version) was already queued; never blocks."""
+        if use.key in self._seen:
             return False
-        self._seen.add(use.artifact_id)
-        self.stats.queued += 1
-        self.stats.pending += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._seen.add(use.key)
+        self._queue(use)
         self._send.send_nowait(use)
         return True
 
+    def _queue(self, use: Use) -> None:
+        self.stats.queued += 1
+        self.stats.pending += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+
     async def run(self) -> None:
-        """The background task: record queued uses in order, retrying each until it lands."""
+        """The background tasks: journal each use, then record them in order, each until it lands."""
+        async with trio.open_nursery() as n:
+            n.start_soon(self._journal_stage)
+            await self._record_stage()
+
+    async def _journal_stage(self) -> None:
         async for use in self._recv:
+            mount_run = getattr(self.recorder, "run_path", None)
+            if use.run == MOUNT_RUN and mount_run:
+                # Journal the mount's run by name: a later daemon replays it onto this run.
+                self._seen.add(use_key(mount_run, use.artifact_id))
+                use = replace(use, run=mount_run)
+            if self.journal is not None:
+                entry = JournalEntry(use.key, use.run, use.artifact_id, use.version_name, use.used_as, time.time())
+                try:
+                    await trio.to_thread.run_sync(self.journal.add, entry)
+                except OSError as e:  # a full disk must not stop lineage: it is still sent
+                    log.error("lineage journal write failed (%s); %s is only in memory", e, use.version_name)
+            self._journaled_send.send_nowait(use)
+
+    async def _record_stage(self) -> None:
+        async for use in self._journaled_recv:
             delay = 0.5
+            first_missing: float | None = None
             while True:
                 try:
                     await trio.to_thread.run_sync(self.recorder, use, limiter=self.limiter)
                     break
+                except RunMissing as e:
+                    now = time.monotonic()
+                    first_missing = first_missing or now
+                    if now - first_missing >= self.missing_run_grace:
+                        log.warning("lineage: %s; recording %s on the mount's run instead", e, use.version_name)
+                        await self._mark_done(use)
+                        self.stats.redirected += 1
+                        use = replace(use, run=MOUNT_RUN, replay=False)
+                        if use.key in self._seen:
+                            break
+                        self._seen.add(use.key)
+                        if self.journal is not None:
+                            await trio.to_thread.run_sync(self.journal.add, JournalEntry(
+                                use.key, use.run, use.artifact_id, use.version_name, use.used_as, time.time()))
+                        continue
+                    self.stats.failures += 1
+                    log.info("lineage: %s; retrying in %.1fs", e, delay)
                 except Exception as e:  # noqa: BLE001 - any failure is retried, never fatal
                     self.stats.failures += 1
                     log.warning("recording lineage for %s failed (%s); retrying in %.1fs",
                                 use.used_as, e, delay)
-                    await trio.sleep(delay)
-                    delay = min(self.backoff_max, delay * 2)
+                await trio.sleep(delay)
+                delay = min(self.backoff_max, delay * 2)
+            await self._mark_done(use)
             self.stats.recorded += 1
             self.stats.pending -= 1
             self.stats.recorded_uses.append(use)
-            log.info("recorded use of %s (as %s)", use.version_name, use.used_as)
+            run = "the mount's run" if use.run == MOUNT_RUN else use.run
+            log.info("recorded use of %s (as %s) on %s", use.version_name, use.used_as, run)
             if self.stats.pending == 0:
                 self._idle.set()
+
+    async def _mark_done(self, use: Use) -> None:
+        if self.journal is not None:
+            try:
+                await trio.to_thread.run_sync(self.journal.done, use.key)
+            except OSError as e:
+                log.error("lineage journal write failed (%s)", e)
 
     async def drain(self, timeout: float) -> bool:
         """Wait (bounded) until every queued use is recorded; True if none is left."""
@@ -92,10 +191,13 @@ class Lineage:
 
 
 class RunRecorder:
-    """Records uses on one W&B run through the public API (works for any existing run).
+    """Records uses through the public API, on any existing run.
 
-    ``run_path`` may be unknown at first (the mount started while W&B was down): then
-    ``start_run`` is called before the first use and, like the use, retried until it works.
+    Uses for the mount's run go to ``run_path``, which may be unknown at first (the mount
+    started while W&B was down): then ``start_run`` is called before the first such use
+    and, like the use, retried until it works. A replayed use (from an earlier daemon's
+    journal) is first looked up among the run's inputs, so a use W&B accepted just before
+    a crash is not sent twice.
     """
 
     def __init__(self, api_getter: Callable[[], Any], run_path: str | None,
@@ -103,19 +205,36 @@ class RunRecorder:
         self._api = api_getter
         self.run_path = run_path
         self._start_run = start_run
-        self._run: Any = None
+        self._runs: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def _target(self, use: Use) -> str:
+        if use.run != MOUNT_RUN:
+            entity, rest = use.run.split("/", 1)
+            return f"{self._api().default_entity}/{rest}" if entity == "-" else use.run
+        if self.run_path is None:
+            assert self._start_run is not None
+            self.run_path = self._start_run()
+        return self.run_path
+
     def __call__(self, use: Use) -> None:
+        from wandb.apis.public.runs import RunNotFoundError
+
         with self._lock:
-            if self.run_path is None:
-                assert self._start_run is not None
-                self.run_path = self._start_run()
+            path = self._target(use)
             api = self._api()
-            if self._run is None:
-                self._run = api.run(self.run_path)
+            run = self._runs.get(path)
+            if run is None:
+                try:
+                    run = api.run(path)
+                except RunNotFoundError as e:
+                    raise RunMissing(f"run {path} not found") from e
+                self._runs[path] = run
+            if use.replay and any(a.id == use.artifact_id for a in run.used_artifacts()):
+                log.info("lineage: %s was already recorded on %s", use.version_name, path)
+                return
             artifact = api.artifact(use.version_name)
-            self._run.use_artifact(artifact, use_as=use.used_as)
+            run.use_artifact(artifact, use_as=use.used_as)
 
 
 class MountRun:

@@ -54,6 +54,8 @@ class MountConfig:
     warm: bool = True
     cache_max_size: int | None = None
     cache_min_free: int = 0
+    reader_runs: bool = True
+    access_log: Path | None = None
     log_file: Path | None = None
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -73,6 +75,11 @@ def _mount_id(mountpoint: Path) -> str:
 
 def runtime_file(mountpoint: Path) -> Path:
     return state_dir() / f"mount-{_mount_id(mountpoint)}.json"
+
+
+def journal_file(mountpoint: Path) -> Path:
+    """The lineage journal of a mount point: a daemon restarted there replays what is pending."""
+    return state_dir() / f"lineage-{_mount_id(mountpoint)}.jsonl"
 
 
 def default_log_file(mountpoint: Path) -> Path:
@@ -159,6 +166,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     from .pins import PinStore
     from .fetcher import Fetcher, FetchPolicy
     from .fs import FsOptions, WandbFS
+    from .access_log import AccessLog
+    from .journal import LineageJournal
     from .lineage import Lineage, MountRun, RunRecorder
     from .metastore import MetaStore
     from .wandb_client import BackendError, WandbClient, WandbError
@@ -228,10 +237,14 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                           policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
                                              part_size=config.part_size, concurrency=config.concurrency),
                           evictor=evictor)
-        lineage = Lineage(recorder) if recorder else None
+        lineage = Lineage(recorder, journal=LineageJournal(journal_file(config.mountpoint))) if recorder else None
+        if lineage:
+            lineage.resume()
+        access_log = AccessLog(config.access_log) if config.access_log else None
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
                                                           negative_ttl=config.negative_ttl, verify=config.verify, warm=config.warm,
-                                                          uid=os.getuid(), gid=os.getgid()))
+                                                          reader_runs=config.reader_runs,
+                                                          uid=os.getuid(), gid=os.getgid()), access_log=access_log)
         options = set(pyfuse3.default_options) | {"fsname=wandbfs", "subtype=wandbfs", "ro"}
         if config.allow_other:
             options.add("allow_other")
@@ -267,6 +280,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
             if not closed[0]:
                 pyfuse3.close(unmount=not gone[0])
             fetcher.close()
+            if access_log:
+                access_log.close()
 
     try:
         trio.run(main)
