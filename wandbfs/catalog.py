@@ -67,6 +67,9 @@ class Catalog:
         self.meta = meta
         self.offline_retry = offline_retry
         self.offline_since: float | None = None
+        # --lock: (org, registry, collection) -> {alias: index}, in force for the mount's life
+        self.locks: dict[tuple[str, str, str], dict[str, int]] = {}
+        self.observe: Callable[[str, float], None] | None = None   # W&B call latency, for metrics
 
     async def _sdk(self, fn: Callable[..., T], *args: Any) -> T:
         self.sdk_calls += 1
@@ -74,7 +77,10 @@ class Catalog:
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
         finally:
-            log.debug("W&B %s%r took %.0f ms", fn.__name__, args[:4], (trio.current_time() - t0) * 1000)
+            took = trio.current_time() - t0
+            log.debug("W&B %s%r took %.0f ms", fn.__name__, args[:4], took * 1000)
+            if self.observe is not None:
+                self.observe(fn.__name__, took)
 
     async def _cached(self, key: Hashable, ttl: float, fn: Callable[..., T], *args: Any) -> T:
         hit = self._lists.get(key)
@@ -110,9 +116,23 @@ class Catalog:
             log.warning("W&B reachable again after %.0fs", trio.current_time() - self.offline_since)
             self.offline_since = None
 
-    def invalidate(self) -> None:
-        """Forget listings and aliases (not manifests: versions are immutable)."""
-        self._lists.clear()
+    def invalidate(self, prefix: tuple[str, ...] = ()) -> int:
+        """Forget listings and aliases (not manifests: versions are immutable).
+
+        ``prefix`` = (org[, registry[, collection]]) limits it to that subtree (and the
+        listing that names it); empty forgets everything. Returns how many were dropped.
+        """
+        if not prefix:
+            n = len(self._lists)
+            self._lists.clear()
+            return n
+
+        def hit(key: Hashable) -> bool:
+            if not isinstance(key, tuple) or len(key) < 2:
+                return False
+            scope = key[1:]   # ("regs", org) / ("colls", org, reg) / ("vers", org, reg, coll)
+            return scope[:len(prefix)] == prefix or (len(scope) < len(prefix) and prefix[:len(scope)] == scope)
+        return self._lists.drop_where(hit)
 
     # ---- listings ----------------------------------------------------------------------
     async def orgs(self) -> list[str]:
@@ -137,8 +157,13 @@ class Catalog:
         colls = await self.collections(org, registry)
         if collection not in colls:
             raise NotFound(f"collection {collection!r} not found in {org}/{registry}")
-        return await self._cached(("vers", org, registry, collection), self.alias_ttl,
+        vers = await self._cached(("vers", org, registry, collection), self.alias_ttl,
                                   self.client.versions, org, registry, collection, colls[collection].type)
+        locked = self.locks.get((org, registry, collection))
+        if locked:  # a lock file pins these aliases, wherever W&B has moved them since
+            vers = CollectionVersions(vers.versions, {**vers.aliases, **{a: i for a, i in locked.items()
+                                                                           if i in vers.versions}})
+        return vers
 
     async def resolve(self, org: str, registry: str, collection: str, token: str) -> int:
         """An alias or ``vN`` to a version index, from the (alias-TTL) listing."""

@@ -32,6 +32,9 @@ def main() -> None:
 @click.option("--cache-min-free", metavar="SIZE", default="0", show_default=True,
               help="Free space to leave on the cache's disk (e.g. 10G). A file that cannot fit even "
                    "after eviction is served straight from W&B without caching.")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Keep the aliases in this file (from `wandbfs lock`) on their versions for the "
+                   "life of the mount.")
 @click.option("--alias-ttl", default=30.0, show_default=True, help="Seconds before aliases are re-resolved.")
 @click.option("--list-ttl", default=60.0, show_default=True,
               help="Seconds before registry/collection listings are refreshed.")
@@ -60,14 +63,19 @@ def main() -> None:
                    "when a version is looked up, a version's small files when one of them is opened.")
 @click.option("--read-ahead-kb", default=1024, show_default=True,
               help="Kernel read-ahead for the mount (root only; 0 leaves the kernel default).")
+@click.option("--metrics-addr", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9400). Off by default.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Daemon log lines as text or as one JSON object each.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to stderr.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Daemon log file.")
 @click.option("-d", "--debug", is_flag=True, help="Verbose logging.")
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache_max_size: str | None,
-          cache_min_free: str, alias_ttl: float, list_ttl: float,
+          cache_min_free: str, lock_file: Path | None, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
           no_lineage: bool, reader_runs: bool, access_log: Path | None, allow_other: bool, read_timeout: float, verify: str, part_size: int,
-          concurrency: int, warm: bool, read_ahead_kb: int, foreground: bool, log_file: Path | None, debug: bool) -> None:
+          concurrency: int, warm: bool, read_ahead_kb: int, metrics_addr: str | None, log_format: str,
+          foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from .eviction import parse_size
     from .mount import MountConfig, MountError, mount_daemon, mount_foreground
@@ -78,6 +86,8 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--cache-max-size/--cache-min-free") from None
     config = MountConfig(cache_max_size=max_size, cache_min_free=min_free, reader_runs=reader_runs,
+                         lock_file=lock_file.absolute() if lock_file else None,
+                         metrics_addr=metrics_addr, log_format=log_format,
                          access_log=access_log.absolute() if access_log else None,mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
@@ -195,6 +205,12 @@ def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
 
 
 main.add_command(emulator_group)
+from .ops_cmd import info_command, lock_command, refresh_command, status_command  # noqa: E402
+
+main.add_command(info_command)
+main.add_command(status_command)
+main.add_command(refresh_command)
+main.add_command(lock_command)
 from .cache_cmd import cache_group, pin_command, unpin_command  # noqa: E402
 
 main.add_command(cache_group)

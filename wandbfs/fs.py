@@ -11,9 +11,11 @@ is not a ``FUSEError``, so errors are mapped to errnos here and never escape.
 
 from __future__ import annotations
 
+import collections
 import errno
 import functools
 import itertools
+import json
 import logging
 import os
 import time
@@ -49,7 +51,9 @@ def _guard(fn: F) -> F:
     async def wrapper(self: "WandbFS", *args: Any) -> Any:
         try:
             return await fn(self, *args)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as e:
+            if e.errno not in (errno.ENOENT, errno.ENODATA):  # lookups of missing names are normal
+                self.errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
             raise
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
@@ -61,12 +65,15 @@ def _guard(fn: F) -> F:
             raise pyfuse3.FUSEError(errno.EACCES) from None
         except AuthError as e:
             log.error("%s: W&B refused the credentials: %s", fn.__name__, e)
+            self.errors["EACCES"] += 1
             raise pyfuse3.FUSEError(errno.EACCES) from None
         except BackendError as e:
             log.error("%s: %s", fn.__name__, e)
+            self.errors["EIO"] += 1
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:  # noqa: BLE001 - the catch-all the mount's survival depends on
             log.exception("unexpected error in %s%r", fn.__name__, args[:2])
+            self.errors["EIO"] += 1
             raise pyfuse3.FUSEError(errno.EIO) from None
     return wrapper  # type: ignore[return-value]
 
@@ -88,6 +95,7 @@ class Handle:
     stream: UncachedStream | None = None  # no room in the cache: served straight from storage
     error: int = 0                # a handle whose fetch failed keeps failing; a new open tries again
     closed: bool = False
+    hit: bool = False             # the object was in the cache when the handle attached
 
 
 @dataclass
@@ -121,6 +129,13 @@ class WandbFS(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None  # set by the mount: background fills, invalidations
         self.read_calls = 0
         self.read_bytes = 0
+        self.bytes_from_cache = 0      # served from a cache file
+        self.bytes_from_wandb = 0      # served from a download in progress or the uncached stream
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.opens_hit = 0             # opened files whose object was in the cache
+        self.opens_missed = 0          # ... that had to be downloaded (or streamed)
+        self.started = time.time()
+        self.metrics: Any = None       # metrics.Metrics, when the mount has one
         self._warmed: set[tuple[Any, ...]] = set()   # versions/collections whose warm-up has started
 
     # ---- attributes ------------------------------------------------------------------
@@ -449,9 +464,19 @@ class WandbFS(pyfuse3.Operations):
         self.read_calls += 1
         self.read_bytes += size
         if h.fd >= 0:
-            return os.pread(h.fd, size, off)
+            data = os.pread(h.fd, size, off)
+            self.bytes_from_cache += len(data)
+            return data
+        t0 = time.monotonic()
         try:
-            return await self._read_fetching(h, off, size)
+            data = await self._read_fetching(h, off, size)
+            if h.hit:
+                self.bytes_from_cache += len(data)
+            else:
+                self.bytes_from_wandb += len(data)
+            if self.metrics is not None:
+                self.metrics.read_latency.observe(time.monotonic() - t0)
+            return data
         except (NotFound, AuthError, BackendError) as e:
             # The kernel retries a failed page read at once; do not refetch for it.
             h.error = errno.ENOENT if isinstance(e, NotFound) else (
@@ -490,7 +515,11 @@ class WandbFS(pyfuse3.Operations):
                     self.fetcher.forget_verified(got)  # evicted between lookup and open: again
                     continue
                 h.fd = fd
-            elif isinstance(got, UncachedStream):
+                h.hit = True
+                self.opens_hit += 1
+                return
+            self.opens_missed += 1
+            if isinstance(got, UncachedStream):
                 self._adopt_stream(h, got)
                 if strict:
                     await got.verify()
@@ -580,8 +609,83 @@ class WandbFS(pyfuse3.Operations):
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         return not (mode & os.W_OK)
 
-    # getxattr/listxattr are left unimplemented on purpose: the kernel then stops asking,
-    # instead of sending one getxattr per file for every `ls -l` (POSIX ACL probes).
+    # ---- extended attributes: what the Registry knows about an entry ------------------
+    XATTR = "user.wandb."
+    STATUS_XATTR = "user.wandbfs.status"
+
+    async def _xattrs(self, node: Node) -> dict[str, bytes]:
+        d = node.data
+        if d.get("level") == "root":
+            return {self.STATUS_XATTR: json.dumps(self.status()).encode()}
+        if d.get("level") != "tree":
+            return {}
+        detail = await self._detail(node)
+        try:
+            vers = await self.catalog.versions(d["org"], d["reg"], d["coll"])
+            aliases = sorted(a for a, i in vers.aliases.items() if i == detail.index)
+        except (NotFound, BackendError):
+            aliases = sorted(detail.aliases)
+        x = self.XATTR
+        out = {x + "name": detail.name, x + "version": f"v{detail.index}", x + "aliases": ",".join(aliases),
+               x + "artifact_id": detail.artifact_id,
+               x + "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(detail.created_at)),
+               x + "metadata": json.dumps(detail.metadata, sort_keys=True)}
+        entry = d.get("entry")
+        if entry is not None:
+            out.update({x + "path": entry.path, x + "digest": entry.digest, x + "size": str(entry.size)})
+            if entry.md5_hex:
+                out[x + "md5"] = entry.md5_hex
+            if entry.ref:
+                out[x + "ref"] = entry.ref
+        else:
+            prefix = "/".join(d["parts"])
+            out.update({x + "path": prefix, x + "digest": detail.manifest.digest(),
+                        x + "size": str(sum(e.size for p, e in detail.manifest.entries.items()
+                                            if not prefix or p.startswith(prefix + "/")))})
+        return {k: v.encode() for k, v in out.items()}
+
+    @_guard
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        sname = os.fsdecode(name)
+        node = self.table.get(inode)
+        # Cheap refusal first: `ls -l` asks for security/ACL names on every file.
+        if node is None or not sname.startswith(("user.wandb.", "user.wandbfs.")):
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        value = (await self._xattrs(node)).get(sname)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
+
+    @_guard
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        node = self.table.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return [os.fsencode(k) for k in await self._xattrs(node)]
+
+    def status(self) -> dict[str, Any]:
+        """What ``wandbfs status`` shows: one snapshot of the counters of every part."""
+        st = self.fetcher.stats
+        ev = self.fetcher.evictor
+        lin = self.lineage.stats if self.lineage else None
+        hits, misses = self.opens_hit, self.opens_missed
+        return {
+            "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
+            "cache_hits": hits, "cache_misses": misses,
+            "cache_hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
+            "bytes_read": self.bytes_from_cache + self.bytes_from_wandb,
+            "bytes_from_cache": self.bytes_from_cache, "bytes_from_wandb": self.bytes_from_wandb,
+            "bytes_downloaded": st.bytes_downloaded, "downloads": st.downloads,
+            "downloads_in_flight": st.in_flight, "uncached_files": st.uncached,
+            "retries": st.retries, "digest_failures": st.digest_failures,
+            "evictions": ev.evictions, "bytes_evicted": ev.bytes_evicted,
+            "wandb_calls": self.catalog.sdk_calls,
+            "wandb_offline_since_s": (None if self.catalog.offline_since is None
+                                      else round(trio.current_time() - self.catalog.offline_since, 1)),
+            "lineage_recorded": lin.recorded if lin else None, "lineage_pending": lin.pending if lin else None,
+            "errors": dict(self.errors), "open_files": len(self._handles),
+        }
+
 
     # Every way of changing the tree is refused: the Registry is read through, never written.
     setattr = _erofs("setattr")

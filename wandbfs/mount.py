@@ -55,6 +55,9 @@ class MountConfig:
     cache_max_size: int | None = None
     cache_min_free: int = 0
     reader_runs: bool = True
+    lock_file: Path | None = None
+    metrics_addr: str | None = None
+    log_format: str = "text"
     access_log: Path | None = None
     log_file: Path | None = None
     debug: bool = False
@@ -105,8 +108,20 @@ def fusermount_unmount(mountpoint: Path, lazy: bool = False) -> None:
             raise MountError(f"cannot unmount {mountpoint}: {r.stderr.strip() or r2.stderr.strip()}")
 
 
+def load_lock(config: MountConfig) -> dict[tuple[str, str, str], dict[str, int]]:
+    from .lockfile import parse_lock
+
+    if config.lock_file is None:
+        return {}
+    try:
+        return parse_lock(config.lock_file.read_text())
+    except (OSError, ValueError) as e:
+        raise MountError(f"--lock {config.lock_file}: {e}") from None
+
+
 def preflight(config: MountConfig) -> None:
     """The checks that need no W&B call; each failure is one clear line."""
+    load_lock(config)
     mp = config.mountpoint
     try:
         st = os.stat(mp)
@@ -186,6 +201,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     meta = MetaStore(Path(cache_root) / "wandbfs-meta")
     offline = False
     try:
+        locks = load_lock(config)
         try:
             client.api()
         except BackendError as e:
@@ -231,6 +247,10 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
 
     async def main() -> None:
         catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl, meta=meta)
+        catalog.locks = locks
+        if locks:
+            log.info("aliases locked by %s: %s", config.lock_file, ", ".join(
+                f"{c}:{a}=v{i}" for (_, _, c), m in sorted(locks.items()) for a, i in sorted(m.items())))
         evictor = Evictor(cache, CacheLimits(config.cache_max_size, config.cache_min_free),
                           pinned=PinStore(cache.root).objects)
         fetcher = Fetcher(cache, catalog.file_url,
@@ -241,10 +261,24 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         if lineage:
             lineage.resume()
         access_log = AccessLog(config.access_log) if config.access_log else None
+        metrics = None
+        if config.metrics_addr:
+            from .metrics import Metrics
+            metrics = Metrics()
+            catalog.observe = metrics.observe_call
+            fetcher.metrics = metrics
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
                                                           negative_ttl=config.negative_ttl, verify=config.verify, warm=config.warm,
                                                           reader_runs=config.reader_runs,
                                                           uid=os.getuid(), gid=os.getgid()), access_log=access_log)
+        if metrics is not None:
+            fs.metrics = metrics
+            metrics.watch(fs.status)
+            try:
+                metrics.serve(config.metrics_addr or "")
+            except (OSError, ValueError) as e:
+                on_ready(f"--metrics-addr {config.metrics_addr}: {e}")
+                raise SystemExit(1) from None
         options = set(pyfuse3.default_options) | {"fsname=wandbfs", "subtype=wandbfs", "ro"}
         if config.allow_other:
             options.add("allow_other")
@@ -265,7 +299,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                 fetcher.nursery = fs.nursery = nursery
                 if lineage:
                     nursery.start_soon(lineage.run)
-                nursery.start_soon(_signals, catalog, terminated)
+                nursery.start_soon(_signals, catalog, terminated, config.mountpoint)
                 nursery.start_soon(_announce, config.mountpoint, on_ready, config.read_ahead_kb)
                 await pyfuse3.main()
                 gone[0] = not terminated
@@ -282,6 +316,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
             fetcher.close()
             if access_log:
                 access_log.close()
+            if metrics is not None:
+                metrics.close()
 
     try:
         trio.run(main)
@@ -321,19 +357,57 @@ def tune_read_ahead(dev: int, kb: int) -> None:
         log.info("read_ahead_kb left at the default: %s", e)
 
 
-async def _signals(catalog: object, terminated: list[int]) -> None:
+def refresh_file(mountpoint: Path) -> Path:
+    """Where ``wandbfs refresh MOUNT PATH`` leaves the paths to refresh before its SIGHUP."""
+    return state_dir() / f"refresh-{_mount_id(mountpoint)}.txt"
+
+
+def take_refresh_request(mountpoint: Path) -> list[tuple[str, ...]]:
+    """The subtrees asked for (org[, registry[, collection]]); [] = everything."""
+    path = refresh_file(mountpoint)
+    try:
+        lines = path.read_text().splitlines()
+        path.unlink()
+    except FileNotFoundError:
+        return []
+    out: list[tuple[str, ...]] = []
+    for line in lines:
+        parts = tuple(p for p in line.strip("/").split("/") if p)[:3]
+        if not parts:
+            return []
+        out.append(parts)
+    return out
+
+
+async def _signals(catalog: object, terminated: list[int], mountpoint: Path) -> None:
     import pyfuse3
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             if sig == signal.SIGHUP:
-                log.info("SIGHUP: dropping listing and alias caches")
-                catalog.invalidate()  # type: ignore[attr-defined]
+                prefixes = take_refresh_request(mountpoint)
+                if not prefixes:
+                    n = catalog.invalidate()  # type: ignore[attr-defined]
+                    log.info("SIGHUP: dropped %d listing and alias caches", n)
+                for prefix in prefixes:
+                    n = catalog.invalidate(prefix)  # type: ignore[attr-defined]
+                    log.info("refresh %s: dropped %d listing and alias caches", "/".join(prefix), n)
                 continue
             log.info("signal %d: unmounting", sig)
             terminated.append(sig)
             pyfuse3.terminate()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``--log-format json``), for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
 
 
 def setup_logging(config: MountConfig, to_stderr: bool) -> None:
@@ -343,7 +417,8 @@ def setup_logging(config: MountConfig, to_stderr: bool) -> None:
     else:
         path = config.log_file or default_log_file(config.mountpoint)
         handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if config.log_format == "json"
+                         else logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if config.debug else logging.INFO)

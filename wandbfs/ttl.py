@@ -44,5 +44,12 @@ class TtlMap(Generic[V]):
     def clear(self) -> None:
         self._items.clear()
 
+    def drop_where(self, pred: Callable[[Hashable], bool]) -> int:
+        """Drop every key ``pred`` accepts (a refresh of one subtree); returns how many."""
+        keys = [k for k in self._items if pred(k)]
+        for k in keys:
+            del self._items[k]
+        return len(keys)
+
     def __len__(self) -> int:
         return len(self._items)

@@ -1,0 +1,161 @@
+"""Operator commands against a real mount and the emulator's truth: extended attributes and
+`wandbfs info`, `status`, `refresh`, `lock` + `mount --lock`, Prometheus metrics, JSON logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import urllib.request
+
+import wandb
+
+from tests.fs.conftest import run_cli
+from tests.helpers import publish_with_sdk, wait_for
+
+NAME = "acme/wandb-registry-model/bert-base"
+
+
+def test_xattrs_and_info_match_the_registry(emu, mount, mount_env):
+    m = mount()
+    f = m.path / "acme/model/resnet50/production/config.json"
+    art = wandb.Api().artifact("acme/wandb-registry-model/resnet50:production")
+    data = f.read_bytes()
+    names = [n for n in os.listxattr(f) if n.startswith("user.wandb.")]
+    assert {"user.wandb.name", "user.wandb.version", "user.wandb.aliases", "user.wandb.digest",
+            "user.wandb.md5", "user.wandb.size", "user.wandb.created_at", "user.wandb.metadata"} <= set(names)
+    x = {n[len("user.wandb."):]: os.getxattr(f, n).decode() for n in names}
+    assert x["name"] == f"acme/wandb-registry-model/resnet50:{art.version}" and x["version"] == art.version
+    assert set(x["aliases"].split(",")) == {a for a in art.aliases if a}
+    assert x["md5"] == hashlib.md5(data).hexdigest() and int(x["size"]) == len(data)
+    assert json.loads(x["metadata"]) == art.metadata and x["artifact_id"] == art.id
+    r = run_cli(["info", str(f), "--json"], mount_env)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["name"] == x["name"] and info["md5"] == x["md5"] and info["metadata"] == art.metadata
+    # a version directory has the artifact's digest and total size
+    vdir = m.path / "acme/model/resnet50" / art.version
+    assert os.getxattr(vdir, "user.wandb.digest").decode() == art.digest
+    assert int(os.getxattr(vdir, "user.wandb.size")) == art.size
+    text = run_cli(["info", str(vdir)], mount_env)
+    assert text.returncode == 0 and re.search(rf"^version\s+{art.version}$", text.stdout, re.M)
+    assert re.search(rf"^digest\s+{art.digest}$", text.stdout, re.M)
+    bad = run_cli(["info", str(m.path / "acme/model")], mount_env)
+    assert bad.returncode == 1 and "not a file or folder inside a version" in bad.stderr
+
+
+def test_status_counters_move_with_reads(emu, mount, mount_env, tmp_path):
+    cache = tmp_path / "cache"
+    m = mount("--cache-dir", str(cache), "--no-warm")
+
+    def status() -> dict:
+        r = run_cli(["status", str(m.path), "--json"], mount_env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    s0 = status()
+    assert s0["cache_misses"] == 0 and s0["bytes_read"] == 0 and s0["pid"] == m.pid
+    data = (m.path / "acme/model/bert-base/v1/pytorch_model.bin").read_bytes()
+    s1 = status()
+    assert s1["cache_misses"] == 1 and s1["downloads"] == 1, s1 and s1["bytes_downloaded"] == len(data)
+    assert s1["bytes_read"] >= len(data) and s1["uptime_s"] >= s0["uptime_s"]
+    assert s1["lineage_pending"] is not None and s1["downloads_in_flight"] == 0
+    # a second mount on the same cache: a hit, bytes from the cache, nothing downloaded
+    m2 = mount("--cache-dir", str(cache), "--no-warm")
+    assert (m2.path / "acme/model/bert-base/v1/pytorch_model.bin").read_bytes() == data
+    r = run_cli(["status", str(m2.path), "--json"], mount_env)
+    s2 = json.loads(r.stdout)
+    assert s2["cache_hits"] == 1 and s2["cache_misses"] == 0 and s2["bytes_from_cache"] >= len(data)
+    assert s2["cache_hit_ratio"] == 1.0
+    every = run_cli(["status"], mount_env)
+    assert every.returncode == 0 and str(m.path) in every.stdout and str(m2.path) in every.stdout
+
+
+def test_refresh_picks_up_an_alias_move_at_once(emu, mount, mount_env, tmp_path):
+    publish_with_sdk(tmp_path, "refreshed", {"w.txt": b"zero\n"}, aliases=["production"])
+    publish_with_sdk(tmp_path, "refreshed", {"w.txt": b"one\n"})
+    wandb.teardown()
+    m = mount("--alias-ttl", "3600", "--list-ttl", "3600")
+    link = m.path / "acme/model/refreshed/production"
+    assert os.readlink(link) == "v0"
+    art = wandb.Api().artifact("acme/wandb-registry-model/refreshed:v1")
+    art.aliases.append("production")
+    art.save()
+    assert os.readlink(link) == "v0"                       # cached for an hour
+    r = run_cli(["refresh", str(m.path), "acme/model/refreshed"], mount_env)
+    assert r.returncode == 0, r.stderr
+    assert os.readlink(link) == "v1" and (link / "w.txt").read_bytes() == b"one\n"
+    assert "refresh acme/model/refreshed" in m.log
+    r = run_cli(["refresh", str(m.path)], mount_env)       # everything
+    assert r.returncode == 0 and "refreshed everything" in r.stdout
+
+
+def test_lock_file_keeps_aliases_where_they_were(emu, mount, mount_env, tmp_path):
+    publish_with_sdk(tmp_path, "locked", {"w.txt": b"zero\n"}, aliases=["production", "staging"])
+    publish_with_sdk(tmp_path, "locked", {"w.txt": b"one\n"})
+    wandb.teardown()
+    m = mount()
+    coll = m.path / "acme/model/locked"
+    r = run_cli(["lock", str(coll)], mount_env)
+    assert r.returncode == 0, r.stderr
+    lock = json.loads(r.stdout)
+    assert lock["aliases"] == {"acme/wandb-registry-model/locked:latest": {"version": "v1"},
+                               "acme/wandb-registry-model/locked:production": {"version": "v0"},
+                               "acme/wandb-registry-model/locked:staging": {"version": "v0"}}
+    lockfile = tmp_path / "wandbfs.lock"
+    lockfile.write_text(run_cli(["lock", str(coll / "production")], mount_env).stdout)
+    # W&B moves production to v1; a mount with the lock keeps it on v0, another follows W&B
+    art = wandb.Api().artifact("acme/wandb-registry-model/locked:v1")
+    art.aliases.append("production")
+    art.save()
+    pinned = mount("--lock", str(lockfile), "--alias-ttl", "0.2")
+    free = mount("--alias-ttl", "0.2")
+    assert os.readlink(pinned.path / "acme/model/locked/production") == "v0"
+    assert (pinned.path / "acme/model/locked/production/w.txt").read_bytes() == b"zero\n"
+    wait_for(lambda: os.readlink(free.path / "acme/model/locked/production") == "v1", timeout=10,
+             what="the unlocked mount to follow the move")
+    assert os.readlink(pinned.path / "acme/model/locked/staging") == "v0"   # not in the lock: W&B's
+    bad = tmp_path / "bad.lock"
+    bad.write_text('{"wandbfs_lock": 1, "aliases": {"acme/wandb-registry-model/locked:v1": "v0"}}')
+    r = run_cli(["mount", str(tmp_path / "x"), "--lock", str(bad)], mount_env)
+    assert r.returncode != 0 and "lock pins aliases" in r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_metrics_endpoint_counters_move_with_reads_and_json_logs(emu, mount, mount_env, tmp_path):
+    port = _free_port()
+    m = mount("--metrics-addr", f"127.0.0.1:{port}", "--log-format", "json", "--no-warm",
+              "--cache-dir", str(tmp_path / "cache"))
+    before = _scrape(port)
+    data = (m.path / "acme/model/bert-base/v2/pytorch_model.bin").read_bytes()
+    after = _scrape(port)
+    assert after['wandbfs_read_bytes_total{source="wandb"}'] - before['wandbfs_read_bytes_total{source="wandb"}'] >= len(data)
+    assert after["wandbfs_cache_misses_total"] == before["wandbfs_cache_misses_total"] + 1
+    assert after["wandbfs_downloaded_bytes_total"] - before["wandbfs_downloaded_bytes_total"] == len(data)
+    assert after['wandbfs_requests_total{kind="graphql"}'] > 0
+    assert after["wandbfs_read_seconds_count"] > before.get("wandbfs_read_seconds_count", 0)
+    assert any(k.startswith("wandbfs_wandb_call_seconds_count") for k in after)
+    try:
+        (m.path / "acme/model/bert-base/v2/nope").read_bytes()
+    except FileNotFoundError:
+        pass
+    wait_for(lambda: _scrape(port).get("wandbfs_lineage_recorded_total", 0) >= 1, timeout=30,
+             what="the lineage counter")
+    lines = [json.loads(x) for x in m.log.splitlines() if x.strip()]
+    assert any(x["message"].startswith("mounted at") for x in lines) and all("level" in x for x in lines)

@@ -1,0 +1,190 @@
+"""``wandbfs info|status|refresh|lock``: asking a running mount what it knows and does.
+
+No control socket: ``info`` and ``status`` read extended attributes the mount serves
+(``user.wandb.*`` on every entry under a version, ``user.wandbfs.status`` on its root);
+``refresh`` leaves the paths in the state directory and sends the daemon SIGHUP; ``lock``
+reads alias symlinks (or asks W&B for names).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .lockfile import LockEntry, render_lock
+from .names import Level, parse_mount_path
+from .resolve_cmd import (ResolveError, find_in_mounts, is_name, looks_like_path, read_mounts, resolve,
+                          resolve_name)
+
+XATTR = "user.wandb."
+STATUS_XATTR = "user.wandbfs.status"
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"wandbfs: {msg}", err=True)
+    sys.exit(1)
+
+
+def read_info(path: str) -> dict[str, str]:
+    """The ``user.wandb.*`` attributes of a path in a mount (after following alias symlinks)."""
+    names = [n for n in os.listxattr(path) if n.startswith(XATTR)]
+    return {n[len(XATTR):]: os.getxattr(path, n).decode() for n in names}
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_command(path: str, as_json: bool) -> None:
+    """What the Registry knows about a file or folder in a mount.
+
+    Its exact version, the aliases on it now, digest, md5, size, creation time and the
+    version's metadata; the same values are extended attributes (getfattr -d -m user.wandb PATH).
+    """
+    try:
+        info = read_info(path)
+    except OSError as e:
+        _fail(f"{path}: cannot read its attributes ({e.strerror}); is it inside a wandbfs mount?")
+    if not info:
+        _fail(f"{path} is not a file or folder inside a version of a wandbfs mount")
+    if as_json:
+        out: dict[str, Any] = dict(info)
+        out["metadata"] = json.loads(info.get("metadata") or "{}")
+        out["aliases"] = [a for a in info.get("aliases", "").split(",") if a]
+        click.echo(json.dumps(out, indent=1, ensure_ascii=False))
+        return
+    width = max(len(k) for k in info)
+    for k in ["name", "version", "aliases", "path", "size", "digest", "md5", "ref", "created_at",
+              "artifact_id", "metadata"]:
+        if info.get(k):
+            click.echo(f"{k:<{width}}  {info[k]}")
+
+
+def _mounts(mountpoint: str | None) -> list[str]:
+    if mountpoint:
+        return [os.path.abspath(mountpoint)]
+    return list(dict.fromkeys(read_mounts()))
+
+
+def read_status(mountpoint: str) -> dict[str, Any]:
+    return json.loads(os.getxattr(mountpoint, STATUS_XATTR))
+
+
+def _human(n: float) -> str:
+    from .eviction import format_size
+    return format_size(n)
+
+
+@click.command("status")
+@click.argument("mountpoint", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per mount.")
+def status_command(mountpoint: str | None, as_json: bool) -> None:
+    """Per mount: cache hit ratio, bytes from the cache and from W&B, downloads in flight,
+    lineage pending, errors, uptime. Without MOUNTPOINT, every wandbfs mount."""
+    mounts = _mounts(mountpoint)
+    if not mounts:
+        _fail("no wandbfs mounts")
+    failed = False
+    for mp in mounts:
+        try:
+            s = read_status(mp)
+        except OSError as e:
+            click.echo(f"wandbfs: {mp}: no status ({e.strerror}); is it a wandbfs mount?", err=True)
+            failed = True
+            continue
+        if as_json:
+            click.echo(json.dumps({"mountpoint": mp, **s}))
+            continue
+        ratio = "-" if s["cache_hit_ratio"] is None else f"{100 * s['cache_hit_ratio']:.1f}%"
+        offline = "" if s["wandb_offline_since_s"] is None else f"  (W&B unreachable for {s['wandb_offline_since_s']:.0f}s)"
+        click.echo(f"{mp}  pid {s['pid']}  up {s['uptime_s'] / 60:.1f} min{offline}")
+        click.echo(f"  cache hits {s['cache_hits']}  misses {s['cache_misses']}  hit ratio {ratio}")
+        click.echo(f"  read {_human(s['bytes_read'])}: {_human(s['bytes_from_cache'])} from the cache, "
+                   f"{_human(s['bytes_from_wandb'])} while downloading; downloaded {_human(s['bytes_downloaded'])}")
+        click.echo(f"  downloads in flight {s['downloads_in_flight']}  served uncached {s['uncached_files']}  "
+                   f"evictions {s['evictions']}  open files {s['open_files']}")
+        lin = "off" if s["lineage_pending"] is None else f"{s['lineage_recorded']} recorded, {s['lineage_pending']} pending"
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "none"
+        click.echo(f"  lineage {lin}  errors {errs}")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("refresh")
+@click.argument("mountpoint", type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the daemon.")
+def refresh_command(mountpoint: str, paths: tuple[str, ...], timeout: float) -> None:
+    """Drop the mount's listing and alias caches now (all, or under each PATH).
+
+    PATH is relative to MOUNTPOINT (acme/model/resnet50) or a path inside it. The next
+    listing or alias lookup asks W&B. Same as SIGHUP to the daemon, which drops everything.
+    """
+    from .mount import refresh_file, runtime_file
+
+    mp = Path(mountpoint).absolute()
+    try:
+        pid = int(json.loads(runtime_file(mp).read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        _fail(f"{mp}: no running wandbfs daemon of yours is serving it")
+    rels = []
+    for p in paths:
+        rel = os.path.relpath(os.path.abspath(p), mp) if os.path.isabs(p) else p
+        if rel.startswith(".."):
+            _fail(f"{p} is not inside {mp}")
+        rels.append(rel.strip("/") or "/")
+    req = refresh_file(mp)
+    with open(req, "a") as f:
+        f.write("\n".join(rels or ["/"]) + "\n")
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while req.exists():
+        if time.monotonic() > deadline:
+            _fail(f"the daemon (pid {pid}) did not take the refresh within {timeout:.0f}s")
+        time.sleep(0.02)
+    click.echo(f"wandbfs: refreshed {', '.join(rels) if rels else 'everything'} in {mp}")
+
+
+def _is_collection(path: str) -> bool:
+    hit = find_in_mounts(os.path.abspath(path), read_mounts())
+    if hit is None:
+        return False
+    try:
+        return parse_mount_path(hit[1]).level == Level.COLLECTION
+    except ValueError:
+        return False
+
+
+@click.command("lock")
+@click.argument("targets", nargs=-1, required=True)
+def lock_command(targets: tuple[str, ...]) -> None:
+    """Print the alias -> version map in force, for `wandbfs mount --lock FILE`.
+
+    Each TARGET is an alias path in a mount (/mnt/wandb/acme/model/resnet50/production),
+    a collection folder (every alias in it) or a registry name with an alias
+    (acme/wandb-registry-model/resnet50:production). Usage: wandbfs lock ... > wandbfs.lock
+    """
+    entries: list[LockEntry] = []
+    try:
+        for t in targets:
+            specs = [t]
+            if looks_like_path(t) and _is_collection(t):   # every alias in it
+                specs = [os.path.join(t, n) for n in sorted(os.listdir(t)) if os.path.islink(os.path.join(t, n))]
+            for spec in specs:
+                r = resolve(spec, ask_wandb=False) if looks_like_path(spec) else (
+                    resolve_name(spec) if is_name(spec) else None)
+                if r is None:
+                    raise ResolveError(f"{spec!r} is neither a path in a wandbfs mount nor a registry name")
+                if r.alias is None:
+                    raise ResolveError(f"{spec}: names a fixed version ({r.version}); lock takes aliases")
+                entries.append(LockEntry(r.requested, r.version))
+    except ResolveError as e:
+        _fail(str(e))
+    click.echo(render_lock(entries), nl=False)
