@@ -512,42 +512,34 @@ class ObjectCache:
         finally:
             os.close(fd)
 
-    def iter_objects(self) -> Iterator[tuple[Path, os.stat_result]]:
-        """Every object file in the cache, with its stat (for sizes and LRU order)."""
-        for kind in ("md5", "xxh128", "etag"):
-            base = self.obj_dir / kind
-            try:
-                prefixes = list(os.scandir(base))
-            except FileNotFoundError:
-                continue
-            for pre in prefixes:
-                if not pre.is_dir(follow_symlinks=False):
-                    continue
-                try:
-                    files = list(os.scandir(pre.path))
-                except FileNotFoundError:
-                    continue
-                for de in files:
-                    try:
-                        st = de.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        yield Path(de.path), st
-
-    def iter_temps(self) -> Iterator[tuple[Path, os.stat_result]]:
-        """Temp files in ``tmp/`` (ours and the SDK's)."""
+    @staticmethod
+    def _regular_files(directory: Path | str) -> Iterator[tuple[Path, os.stat_result]]:
+        """Regular files directly in ``directory``; entries vanishing meanwhile are skipped."""
         try:
-            it = list(os.scandir(self.tmp_dir))
-        except FileNotFoundError:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for de in it:
+        for de in entries:
             try:
                 st = de.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield Path(de.path), st
+
+    def iter_objects(self) -> Iterator[tuple[Path, os.stat_result]]:
+        """Every object file in the cache, with its stat (for sizes and LRU order)."""
+        for kind in ("md5", "xxh128", "etag"):
+            try:
+                prefixes = [de.path for de in os.scandir(self.obj_dir / kind) if de.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                continue
+            for pre in prefixes:
+                yield from self._regular_files(pre)
+
+    def iter_temps(self) -> Iterator[tuple[Path, os.stat_result]]:
+        """Temp files in ``tmp/`` (ours and the SDK's)."""
+        yield from self._regular_files(self.tmp_dir)
 
     # --- verified marks ----------------------------------------------------
 

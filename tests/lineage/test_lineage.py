@@ -80,16 +80,21 @@ def _mount_run(emu, project: str) -> str:
     return f"{run.entity}/{project}/{run.name}"
 
 
-def test_uses_during_an_outage_are_journaled_then_recorded_once(outage, outage_env, mount):
-    m = mount("--project", "outage-lineage", env=outage_env)
-    run_path = _mount_run(outage.emu, "outage-lineage")
-    _prepare_offline_version(outage_env, m)
+def _use_during_outage(outage, env, mount, project: str):
+    """A mount whose run exists; W&B goes down; bert-base v2 (cached) is opened: one pending use."""
+    m = mount("--project", project, env=env)
+    run_path = _mount_run(outage.emu, project)
+    _prepare_offline_version(env, m)
     v2 = _artifact_id(outage.emu.store, "bert-base", 2)
     outage.down()
-    data = (m.path / "acme/model/bert-base/v2/config.json").read_bytes()   # served from the cache
-    assert data
-    pend = wait_for(lambda: _pending(outage_env, m.path), timeout=30, what="the journal to list the use")
+    assert (m.path / "acme/model/bert-base/v2/config.json").read_bytes()   # served from the cache
+    pend = wait_for(lambda: _pending(env, m.path), timeout=30, what="the journal to list the use")
     assert [(p["version"], p["run"]) for p in pend] == [(f"{NAME}:v2", run_path)]
+    return m, run_path, v2
+
+
+def test_uses_during_an_outage_are_journaled_then_recorded_once(outage, outage_env, mount):
+    m, run_path, v2 = _use_during_outage(outage, outage_env, mount, "outage-lineage")
     emu = outage.up()
     wait_for(lambda: not _pending(outage_env, m.path), timeout=90, what="the pending use to be recorded")
     assert _counts(emu, run_path) == {v2: 1}
@@ -98,13 +103,7 @@ def test_uses_during_an_outage_are_journaled_then_recorded_once(outage, outage_e
 
 
 def test_a_killed_daemon_loses_no_pending_use_and_none_is_sent_twice(outage, outage_env, mount):
-    m = mount("--project", "restart-lineage", env=outage_env)
-    run_path = _mount_run(outage.emu, "restart-lineage")
-    _prepare_offline_version(outage_env, m)
-    v2 = _artifact_id(outage.emu.store, "bert-base", 2)
-    outage.down()
-    (m.path / "acme/model/bert-base/v2/config.json").read_bytes()
-    wait_for(lambda: _pending(outage_env, m.path), timeout=30, what="the journal to list the use")
+    m, run_path, v2 = _use_during_outage(outage, outage_env, mount, "restart-lineage")
     pid = m.pid
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not _alive(pid), timeout=30, what="the daemon to die")
