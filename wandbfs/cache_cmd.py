@@ -199,7 +199,7 @@ def pin_command(target: str | None, cache_dir: Path | None, no_fetch: bool, quie
     try:
         tgt, detail, alias = trio.run(_resolve_version, target)
         name = qualified_name(detail.org, detail.registry, detail.collection, f"v{detail.index}")
-        entries = [e for e in detail.manifest.entries.values() if not e.ref]
+        entries = list(detail.manifest.entries.values())  # reference entries too: they are cached alike
         pins.add(name, [cache.path_for(e) for e in entries], sum(e.size for e in entries), via=alias)
         if not no_fetch:
             exact = Target(tgt.org, tgt.registry, tgt.collection, f"v{detail.index}")

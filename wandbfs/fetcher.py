@@ -12,11 +12,17 @@ Two ways to serve: ``ensure()`` waits for the verified object (``--verify strict
 (the default, streaming). Before a download starts the evictor makes room for it; when it
 cannot (or the disk fills up mid-download), the object is served by an ``UncachedStream``
 instead, straight from storage, nothing written.
+
+Reference entries (``add_reference``: file://, http(s)://, s3://) take the same path and
+the same cache key as ``artifact.download()``; only where their parts come from differs:
+refs.py checks the remote object against the manifest (size, ETag) and hands the fill
+engine a source to read it from. A scheme it cannot read is ``Unsupported``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -29,6 +35,7 @@ from .cache import ObjectCache
 from .eviction import CacheLimits, Evictor
 from .manifest import ManifestEntry
 from .prefetch import FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
+from .refs import RefResolver, Unsupported
 from .stream import UncachedStream
 from .wandb_client import VersionDetail
 
@@ -36,7 +43,8 @@ log = logging.getLogger(__name__)
 
 UrlSource = Callable[[VersionDetail, str, bool], Awaitable[str]]
 
-__all__ = ["Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream"]
+__all__ = ["Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream",
+           "Unsupported"]
 
 
 class Fetcher:
@@ -55,13 +63,15 @@ class Fetcher:
         self._verified: set[Path] = set()
         self._streams: dict[Path, UncachedStream] = {}
         self._http = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
+        self.refs = RefResolver(self._http, self.policy, self.stats)
 
     # ---- public ----------------------------------------------------------------------
     async def open_object(self, detail: VersionDetail, entry: ManifestEntry) -> Path | FillItem | UncachedStream:
         """The verified cache path, the (shared) fill bringing the bytes in, or - when the
-        cache has no room - a stream that serves them without caching."""
-        if entry.ref:
-            raise FetchError(f"{entry.path}: reference entries ({entry.ref_scheme}) are not served yet")
+        cache has no room - a stream that serves them without caching.
+
+        A reference wandbfs cannot read raises ``Unsupported`` unless it is already cached
+        (by ``artifact.download()``, say); one that changed since it was logged, ``RefChanged``."""
         key = self.cache.path_for(entry)
         while True:
             stream = self._streams.get(key)
@@ -115,8 +125,9 @@ class Fetcher:
 
             def url_fn(refresh: bool) -> str:
                 return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
+            getter = self.refs.source(entry).getter if entry.ref is not None else None
             stream = self._streams[key] = UncachedStream(entry, self.policy, url_fn, self._http, self.stats,
-                                                         self.limiter)
+                                                         self.limiter, getter)
             self.stats.uncached += 1
             log.warning("serving %s without caching it (no room in the cache)", entry.path)
         return stream
@@ -152,6 +163,14 @@ class Fetcher:
                     return hit
                 log.warning("cached object for %s fails its digest; fetching again", entry.path)
                 os.unlink(hit)
+            policy, source = self.policy, None
+            if entry.ref is not None:
+                # Not cached: check the referenced object against the manifest before anything
+                # is reserved or written (gone, changed, refused, or a scheme we cannot read).
+                source = self.refs.source(entry)
+                await trio.to_thread.run_sync(source.prepare, limiter=self.limiter)
+                if not source.ranges:  # the server cannot send parts: one whole GET
+                    policy = dataclasses.replace(policy, part_size=max(entry.size, 1), concurrency=1)
             if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=self.limiter):
                 lock.close()
                 return self.uncached(detail, entry)
@@ -161,7 +180,8 @@ class Fetcher:
                 return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
 
             try:
-                item = FillItem(entry, self.cache, self.policy, url_fn, self._http, self.stats)
+                item = FillItem(entry, self.cache, policy, url_fn, self._http, self.stats,
+                                source.getter if source is not None else None)
             except BaseException:
                 self.evictor.settle(entry.size)
                 raise

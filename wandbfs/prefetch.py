@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Protocol
 
 import trio
 import urllib3
@@ -82,6 +82,30 @@ UrlFn = Callable[[bool], str]   # blocking, called from worker threads: refresh 
 
 Sink = Callable[[int, bytes], None]   # (offset, bytes) as they arrive
 
+ResponseCheck = Callable[[int, "urllib3.HTTPHeaderDict", int, int], None]
+"""(status, headers, start, end) of each response, before its body is read; raises to refuse it."""
+
+
+class Getter(Protocol):
+    """Delivers byte ranges of one object: ``RangeGetter`` (signed URLs, http refs) or a
+    reference source (refs.py). Blocking, called from worker threads."""
+
+    def fetch(self, start: int, end: int, sink: Sink) -> None: ...
+
+
+GetterFactory = Callable[[int, Callable[[], bool]], Getter]
+"""(workers, cancelled) -> the getter a fill or stream uses instead of a signed-URL RangeGetter."""
+
+
+def deliver(entry: ManifestEntry, sink: Sink, pos: int, chunk: bytes) -> None:
+    """Hand bytes to the sink; a failure there is our side (the cache's disk), not the source's."""
+    try:
+        sink(pos, chunk)
+    except OSError as e:  # no retry fixes a full disk
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpace(f"{entry.path}: no space left in the cache") from e
+        raise FetchError(f"{entry.path}: writing the cache failed: {e}") from e
+
 
 class RangeGetter:
     """Ranged GETs of one object with the retry rules: backoff on transient failures, a
@@ -92,8 +116,16 @@ class RangeGetter:
     """
 
     def __init__(self, entry: ManifestEntry, policy: FetchPolicy, url_fn: UrlFn, http: urllib3.PoolManager,
-                 stats: FetchStats, workers: int = 1, cancelled: Callable[[], bool] = lambda: False) -> None:
+                 stats: FetchStats, workers: int = 1, cancelled: Callable[[], bool] = lambda: False, *,
+                 headers: Mapping[str, str] | None = None, check: ResponseCheck | None = None,
+                 skip_unranged: bool = False) -> None:
+        """``headers`` go on every request; ``check`` sees every response first (references use
+        it to refuse an object that changed since it was logged); ``skip_unranged`` accepts a
+        whole-body 200 to a ranged request by skipping to the start (a server without Range)."""
         self.entry = entry
+        self.headers = dict(headers or {})
+        self.check = check
+        self.skip_unranged = skip_unranged
         self.size = entry.size
         self.policy = policy
         self.url_fn = url_fn
@@ -150,33 +182,40 @@ class RangeGetter:
         """GET ``[start, end)``; returns how far it got (== end on success)."""
         p = self.policy
         whole = start == 0 and end == self.size
-        headers = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
+        headers = dict(self.headers)
+        if not whole:
+            headers["Range"] = f"bytes={start}-{end - 1}"
         try:
             r = self.http.request("GET", url, headers=headers, preload_content=False, redirect=True,
                                   timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
         except urllib3.exceptions.HTTPError as e:
             raise Transient(f"{type(e).__name__}: {e}") from e
         complete = False
+        unranged = False
         pos = start
         try:
+            if self.check is not None:
+                self.check(r.status, r.headers, start, end)
             if r.status in (401, 403):
                 raise UrlRefused(f"HTTP {r.status}")
             if r.status == 404:
                 raise NotFound(f"{self.entry.path}: storage has no such object (HTTP 404)")
             if r.status in (408, 429) or r.status >= 500:
                 raise Transient(f"HTTP {r.status}")
-            if r.status not in (200, 206) or (r.status == 200 and not whole):
+            unranged = r.status == 200 and not whole
+            if r.status not in (200, 206) or (unranged and not self.skip_unranged):
                 raise FetchError(f"{self.entry.path}: unexpected HTTP {r.status} for a range request")
+            skip = start if unranged else 0
             for chunk in r.stream(CHUNK, decode_content=False):
+                if skip:
+                    dropped = min(skip, len(chunk))
+                    chunk, skip = chunk[dropped:], skip - dropped
+                    if not chunk:
+                        continue
                 chunk = chunk[: end - pos]
                 if not chunk:
                     break
-                try:
-                    sink(pos, chunk)
-                except OSError as e:  # our side, not the network's: no retry fixes a full disk
-                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise NoSpace(f"{self.entry.path}: no space left in the cache") from e
-                    raise FetchError(f"{self.entry.path}: writing the cache failed: {e}") from e
+                deliver(self.entry, sink, pos, chunk)
                 self.stats.bytes_downloaded += len(chunk)
                 pos += len(chunk)
             if pos < end:
@@ -185,15 +224,24 @@ class RangeGetter:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise Transient(f"{type(e).__name__}: {e} (at byte {pos})") from e
         finally:
-            if not complete:
+            if not complete or unranged:
                 r.close()  # unread bytes would poison the next request on this connection
             r.release_conn()
         return pos
 
 
+def mismatch_message(entry: ManifestEntry) -> str:
+    """What a reader's error says when the bytes fail the manifest digest (keeps "do not match":
+    the mount drops the file's pages and strict mode refetches on it)."""
+    if entry.ref is not None:
+        return f"{entry.path}: {entry.ref} changed since it was logged: its bytes do not match the manifest digest"
+    return f"{entry.path}: bytes from W&B do not match the manifest digest"
+
+
 class FillItem:
     def __init__(self, entry: ManifestEntry, cache: ObjectCache, policy: FetchPolicy, url_fn: UrlFn,
-                 http: urllib3.PoolManager, stats: FetchStats) -> None:
+                 http: urllib3.PoolManager, stats: FetchStats, getter: GetterFactory | None = None) -> None:
+        """``getter`` replaces the signed-URL ``RangeGetter`` (reference entries: refs.py)."""
         self.entry = entry
         self.size = entry.size
         self.cache = cache
@@ -217,7 +265,8 @@ class FillItem:
         cache.hold(self.fd)  # the temp file becomes the object: in use until the fill is closed
         os.ftruncate(self.fd, self.size)
         self.started = time.monotonic()
-        self.getter = RangeGetter(entry, policy, url_fn, http, stats, self.workers, self._failed)
+        self.getter: Getter = (getter(self.workers, self._failed) if getter is not None else
+                               RangeGetter(entry, policy, url_fn, http, stats, self.workers, self._failed))
 
     def _failed(self) -> bool:
         with self._lock:
@@ -360,8 +409,8 @@ class FillItem:
                 errno.ENOSPC, errno.EDQUOT) else FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))
         except DigestMismatch as e:
             self.stats.digest_failures += 1
-            log.error("digest mismatch for %s: %s", self.entry.path, e)
-            self._fail(FetchError(f"{self.entry.path}: bytes from W&B do not match the manifest digest"))
+            log.error("digest mismatch for %s: %s", self.entry.ref or self.entry.path, e)
+            self._fail(FetchError(mismatch_message(self.entry)))
         except BaseException as e:  # noqa: BLE001
             self._fail(e if isinstance(e, (BackendError, NotFound, AuthError)) else
                        FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))

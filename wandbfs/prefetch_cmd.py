@@ -4,10 +4,15 @@ Runs in this process (no daemon needed): resolves the name through the SDK, then
 every file of the version (or of a folder in it) with the same parallel, verified fetcher a
 mount uses, into the same cache, so a mount or ``artifact.download()`` later finds them.
 Typical use: a Slurm prolog or an init container before training starts.
+
+Reference entries (file://, http(s)://, s3://) are fetched like stored files, into the
+SDK's cache keys for them. One that wandbfs cannot read (gs://, or s3:// without boto3)
+is skipped with a warning naming it, unless it is already cached.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,10 @@ from .catalog import Catalog
 from .fetcher import Fetcher, FetchPolicy
 from .manifest import ManifestEntry
 from .names import Level, parse_mount_path, parse_qualified_name
-from .wandb_client import NotFound, WandbClient
+from .refs import Unsupported
+from .wandb_client import BackendError, NotFound, WandbClient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,13 +76,15 @@ Progress = Callable[[int], None]
 async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, policy: FetchPolicy,
                    files_at_once: int = 4, on_total: Callable[[int, int], None] | None = None,
                    progress: Progress | None = None) -> tuple[int, int]:
-    """Fill every file under ``target``; returns (files, bytes)."""
+    """Fill every file under ``target``; returns (files, bytes) now in the cache.
+
+    References wandbfs cannot read are skipped (a warning each) and left out of the counts."""
     catalog = Catalog(client)
     index = await catalog.resolve(target.org, target.registry, target.collection, target.version)
     detail = await catalog.version(target.org, target.registry, target.collection, index)
     prefix = "/".join(target.inner)
     entries: list[ManifestEntry] = [e for p, e in sorted(detail.manifest.entries.items())
-                                    if not e.ref and (not prefix or p == prefix or p.startswith(prefix + "/"))]
+                                    if not prefix or p == prefix or p.startswith(prefix + "/")]
     if not entries:
         raise NotFound(f"nothing to prefetch under {prefix or '/'} in {detail.name}")
     total = sum(e.size for e in entries)
@@ -82,6 +92,7 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
         on_total(len(entries), total)
     sem = trio.Semaphore(files_at_once)
     errors: list[Exception] = []
+    skipped: list[ManifestEntry] = []
     async with trio.open_nursery() as nursery:
         fetcher = Fetcher(cache, catalog.file_url, policy=policy, nursery=nursery)
 
@@ -91,6 +102,10 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
                     return  # stop starting new files after the first failure
                 try:
                     await fetcher.ensure(detail, entry)
+                except Unsupported as e:
+                    log.warning("wandbfs: skipping %s", e)
+                    skipped.append(entry)
+                    return
                 except Exception as e:  # noqa: BLE001 - reported once, below
                     errors.append(e)
                     return
@@ -104,7 +119,10 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
             fetcher.close()
     if errors:
         raise errors[0]
-    return len(entries), total
+    if skipped and len(skipped) == len(entries):
+        raise BackendError(f"nothing could be prefetched under {prefix or '/'} in {detail.name}: "
+                           f"{len(skipped)} references wandbfs cannot read")
+    return len(entries) - len(skipped), total - sum(e.size for e in skipped)
 
 
 def default_cache(cache_dir: Path | None) -> ObjectCache:

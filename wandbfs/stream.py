@@ -23,7 +23,7 @@ import urllib3
 
 from .cache import Hasher
 from .manifest import ManifestEntry
-from .prefetch import FetchError, FetchPolicy, FetchStats, RangeGetter, UrlFn
+from .prefetch import FetchError, FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,12 @@ class UncachedStream:
     BLOCKS_KEPT = 4
 
     def __init__(self, entry: ManifestEntry, policy: FetchPolicy, url_fn: UrlFn, http: urllib3.PoolManager,
-                 stats: FetchStats, limiter: trio.CapacityLimiter) -> None:
+                 stats: FetchStats, limiter: trio.CapacityLimiter, getter: GetterFactory | None = None) -> None:
         self.entry = entry
         self.size = entry.size
         self.block = max(1 << 20, policy.part_size)
-        self.getter = RangeGetter(entry, policy, url_fn, http, stats)
+        self.getter: Getter = (getter(1, lambda: False) if getter is not None else
+                               RangeGetter(entry, policy, url_fn, http, stats))
         self.limiter = limiter
         self._blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._loading: dict[int, trio.Event] = {}
@@ -77,8 +78,8 @@ class UncachedStream:
                 self._blocks.clear()
             self.verified = ok
         if not ok:
-            log.error("digest mismatch for %s (served without caching)", self.entry.path)
-            raise FetchError(f"{self.entry.path}: bytes from W&B do not match the manifest digest")
+            log.error("digest mismatch for %s (served without caching)", self.entry.ref or self.entry.path)
+            raise FetchError(mismatch_message(self.entry))
 
     # ---- internals -------------------------------------------------------------------
     async def _get_block(self, b: int) -> bytes:

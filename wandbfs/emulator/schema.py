@@ -503,6 +503,12 @@ class FileNode(Node):
     def f_md5(self) -> str | None: return self.entry.get("digest")
 
     def f_directUrl(self) -> str | None:
+        # A reference entry's bytes live outside W&B: its URL is the reference itself
+        # (the SDK's generated models require a string; the SDK downloads references
+        # through its storage handlers and never uses this URL for them).
+        ref = self.entry.get("ref")
+        if ref:
+            return str(ref)
         return self.ctx.blob_url(self.md5hex) if self.md5hex else None
 
     def f_url(self) -> str | None: return self.f_directUrl()
