@@ -47,6 +47,9 @@ def main() -> None:
 @click.option("--reader-runs/--no-reader-runs", default=True, show_default=True,
               help="Record a use on the reading process's own run when its environment has "
                    "WANDB_RUN_ID (with WANDB_PROJECT/WANDB_ENTITY); else on the mount's run.")
+@click.option("--missing-run-grace", default=300.0, show_default=True,
+              help="Seconds to keep retrying a use for a reader's run that does not exist (yet) "
+                   "before recording it on the mount's run.")
 @click.option("--access-log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append one JSON line per file opened (time, pid, uid, process, path, version, run).")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
@@ -73,7 +76,7 @@ def main() -> None:
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache_max_size: str | None,
           cache_min_free: str, lock_file: Path | None, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
-          no_lineage: bool, reader_runs: bool, access_log: Path | None, allow_other: bool, read_timeout: float, verify: str, part_size: int,
+          no_lineage: bool, reader_runs: bool, missing_run_grace: float, access_log: Path | None, allow_other: bool, read_timeout: float, verify: str, part_size: int,
           concurrency: int, warm: bool, read_ahead_kb: int, metrics_addr: str | None, log_format: str,
           foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
@@ -86,6 +89,7 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--cache-max-size/--cache-min-free") from None
     config = MountConfig(cache_max_size=max_size, cache_min_free=min_free, reader_runs=reader_runs,
+                         missing_run_grace=missing_run_grace,
                          lock_file=lock_file.absolute() if lock_file else None,
                          metrics_addr=metrics_addr, log_format=log_format,
                          access_log=access_log.absolute() if access_log else None,mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,

@@ -218,23 +218,39 @@ class RunRecorder:
         return self.run_path
 
     def __call__(self, use: Use) -> None:
-        from wandb.apis.public.runs import RunNotFoundError
-
         with self._lock:
             path = self._target(use)
-            api = self._api()
-            run = self._runs.get(path)
-            if run is None:
-                try:
-                    run = api.run(path)
-                except RunNotFoundError as e:
+            try:
+                self._record(path, use)
+            except Exception as e:
+                if _run_not_found(e):
+                    self._runs.pop(path, None)
                     raise RunMissing(f"run {path} not found") from e
-                self._runs[path] = run
-            if use.replay and any(a.id == use.artifact_id for a in run.used_artifacts()):
-                log.info("lineage: %s was already recorded on %s", use.version_name, path)
-                return
-            artifact = api.artifact(use.version_name)
-            run.use_artifact(artifact, use_as=use.used_as)
+                raise
+
+    def _record(self, path: str, use: Use) -> None:
+        api = self._api()
+        run = self._runs.get(path)
+        if run is None:
+            run = self._runs[path] = api.run(path)
+        if use.replay and any(a.id == use.artifact_id for a in run.used_artifacts()):
+            log.info("lineage: %s was already recorded on %s", use.version_name, path)
+            return
+        artifact = api.artifact(use.version_name)
+        run.use_artifact(artifact, use_as=use.used_as)
+
+
+def _run_not_found(e: BaseException | None) -> bool:
+    """The SDK raises RunNotFoundError lazily and its wrappers re-raise it as CommError."""
+    from wandb.apis.public.runs import RunNotFoundError
+
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, RunNotFoundError):
+            return True
+        e = getattr(e, "exc", None) or e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 class MountRun:

@@ -55,6 +55,7 @@ class MountConfig:
     cache_max_size: int | None = None
     cache_min_free: int = 0
     reader_runs: bool = True
+    missing_run_grace: float = 300.0
     lock_file: Path | None = None
     metrics_addr: str | None = None
     log_format: str = "text"
@@ -257,7 +258,8 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                           policy=FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
                                              part_size=config.part_size, concurrency=config.concurrency),
                           evictor=evictor)
-        lineage = Lineage(recorder, journal=LineageJournal(journal_file(config.mountpoint))) if recorder else None
+        lineage = Lineage(recorder, journal=LineageJournal(journal_file(config.mountpoint)),
+                          missing_run_grace=config.missing_run_grace) if recorder else None
         if lineage:
             lineage.resume()
         access_log = AccessLog(config.access_log) if config.access_log else None

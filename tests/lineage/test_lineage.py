@@ -142,3 +142,15 @@ def _counts(emu, run_path: str) -> dict[str, int]:
     for u in _uses_on(emu, run_path):
         out[u["artifact_id"]] = out.get(u["artifact_id"], 0) + 1
     return out
+
+
+def test_a_run_that_never_appears_gets_the_use_on_the_mount_run(emu, mount, mount_env):
+    m = mount("--project", "fallback-runs", "--missing-run-grace", "1")
+    env = dict(mount_env, WANDB_RUN_ID="never-started", WANDB_PROJECT="ghost", WANDB_ENTITY="alice")
+    f = m.path / "acme/model/bert-base/v1/config.json"
+    subprocess.run(["cat", str(f)], env=env, capture_output=True, check=True)
+    mount_run = _mount_run(emu, "fallback-runs")
+    v1 = _artifact_id(emu.store, "bert-base", 1)
+    wait_for(lambda: _counts(emu, mount_run) == {v1: 1}, timeout=60, what="the use to fall back to the mount's run")
+    assert not _uses_on(emu, "alice/ghost/never-started")
+    assert "run alice/ghost/never-started not found; recording" in m.log
