@@ -17,6 +17,16 @@ def main() -> None:
 
     Server and credentials come from the wandb SDK's usual sources: WANDB_API_KEY or
     `wandb login` (netrc), and WANDB_BASE_URL for a dedicated or local server.
+
+    \b
+    Start here:
+      wandbfs mount /mnt/wandb
+      ls /mnt/wandb/<org>/<registry>/<collection>       versions (v0, v1...) and aliases
+      python train.py --weights /mnt/wandb/acme/model/resnet50/production/model.safetensors
+      wandbfs resolve <file>      which exact version a path is, and the SDK snippet
+      wandbfs status              what each mount is doing
+      wandbfs unmount /mnt/wandb
+    Each command has --help; docs/usage.md walks through it all.
     """
 
 
