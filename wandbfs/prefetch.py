@@ -82,6 +82,9 @@ UrlFn = Callable[[bool], str]   # blocking, called from worker threads: refresh 
 
 Sink = Callable[[int, bytes], None]   # (offset, bytes) as they arrive
 
+FOLLOW_REDIRECTS = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
+"""Follow redirects, retry nothing (our own loop retries, with backoff)."""
+
 ResponseCheck = Callable[[int, "urllib3.HTTPHeaderDict", int, int], None]
 """(status, headers, start, end) of each response, before its body is read; raises to refuse it."""
 
@@ -118,14 +121,16 @@ class RangeGetter:
     def __init__(self, entry: ManifestEntry, policy: FetchPolicy, url_fn: UrlFn, http: urllib3.PoolManager,
                  stats: FetchStats, workers: int = 1, cancelled: Callable[[], bool] = lambda: False, *,
                  headers: Mapping[str, str] | None = None, check: ResponseCheck | None = None,
-                 skip_unranged: bool = False) -> None:
+                 skip_unranged: bool = False, follow_redirects: bool = False) -> None:
         """``headers`` go on every request; ``check`` sees every response first (references use
         it to refuse an object that changed since it was logged); ``skip_unranged`` accepts a
-        whole-body 200 to a ranged request by skipping to the start (a server without Range)."""
+        whole-body 200 to a ranged request by skipping to the start (a server without Range);
+        ``follow_redirects`` follows up to 5 (the pool's ``retries=False`` returns a 3xx as is)."""
         self.entry = entry
         self.headers = dict(headers or {})
         self.check = check
         self.skip_unranged = skip_unranged
+        self.retries = FOLLOW_REDIRECTS if follow_redirects else None
         self.size = entry.size
         self.policy = policy
         self.url_fn = url_fn
@@ -187,7 +192,8 @@ class RangeGetter:
             headers["Range"] = f"bytes={start}-{end - 1}"
         try:
             r = self.http.request("GET", url, headers=headers, preload_content=False, redirect=True,
-                                  timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
+                                  timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout),
+                                  **({"retries": self.retries} if self.retries is not None else {}))
         except urllib3.exceptions.HTTPError as e:
             raise Transient(f"{type(e).__name__}: {e}") from e
         complete = False

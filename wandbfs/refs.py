@@ -44,7 +44,8 @@ from typing import Any, Callable, Mapping
 import urllib3
 
 from .manifest import ManifestEntry
-from .prefetch import CHUNK, FetchError, FetchPolicy, FetchStats, Getter, RangeGetter, Sink, deliver
+from .prefetch import (CHUNK, FOLLOW_REDIRECTS, FetchError, FetchPolicy, FetchStats, Getter, RangeGetter, Sink,
+                       deliver)
 from .wandb_client import AuthError
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ class _RemoteSource(_Source):
     def getter(self, workers: int, cancelled: Callable[[], bool]) -> Getter:
         return _Prepared(self, RangeGetter(self.entry, self.policy, self.url, self.http, self.stats, workers,
                                            cancelled, headers=self.headers, check=self.check,
-                                           skip_unranged=True))
+                                           skip_unranged=True, follow_redirects=True))
 
     def refused(self, status: int) -> None:
         """Storage said 401/403: by default, refuse for good (a plain URL cannot be refreshed)."""
@@ -350,7 +351,7 @@ class HttpSource(_RemoteSource):
         headers = {k: v for k, v in self.headers.items() if k != "If-Match"}  # to see what it has now
         for attempt in range(1, p.attempts + 1):
             try:
-                r = self.http.request("HEAD", self.ref, headers=headers, redirect=True,
+                r = self.http.request("HEAD", self.ref, headers=headers, redirect=True, retries=FOLLOW_REDIRECTS,
                                       timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
             except urllib3.exceptions.HTTPError as e:
                 err = f"{type(e).__name__}: {e}"
@@ -381,9 +382,12 @@ class S3Source(_RemoteSource):
     chain), then read through presigned GET URLs by the same ranged-GET engine."""
 
     def __init__(self, entry: ManifestEntry, http: urllib3.PoolManager, policy: FetchPolicy,
-                 stats: FetchStats, client: Callable[[], Any]) -> None:
+                 stats: FetchStats, client: Callable[[str | None], Any],
+                 bucket_region: Callable[[str], str | None]) -> None:
         super().__init__(entry, http, policy, stats)
         self.client = client
+        self.bucket_region = bucket_region
+        self.region: str | None = None   # the bucket's, when it differs from the client's (presigning)
         self.bucket, self.key = parse_s3(self.ref)
         version = entry.extra.get("versionID")
         self.version: str | None = str(version) if version not in (None, "", "null") else None
@@ -419,8 +423,12 @@ class S3Source(_RemoteSource):
             raise FetchError(f"{self._what()}: {type(e).__name__}: {e}") from None
 
     def _prepare(self) -> None:
-        s3 = self.client()
+        s3 = self.client(None)
         head = self._call(s3.head_object, **self._params())
+        # boto3's calls follow a bucket's region by themselves; a presigned URL must be signed for it.
+        region = self.bucket_region(self.bucket)
+        if region and region != s3.meta.region_name:
+            self.region = region
         etag = str(head.get("ETag", ""))
         if self.etag is not None and not etag_matches(self.etag, etag):
             if self.version:
@@ -454,7 +462,7 @@ class S3Source(_RemoteSource):
         return None
 
     def url(self, refresh: bool) -> str:
-        s3 = self.client()
+        s3 = self.client(self.region)
         return str(self._call(s3.generate_presigned_url, ClientMethod="get_object", Params=self._params(),
                               ExpiresIn=S3_URL_LIFETIME))
 
@@ -480,8 +488,9 @@ class RefResolver:
         self.http = http
         self.policy = policy
         self.stats = stats
-        self._s3: Any = None
+        self._s3: dict[str | None, Any] = {}
         self._s3_lock = threading.Lock()
+        self._regions: dict[str, str | None] = {}
         self._have_boto3: bool | None = None
 
     def check(self, entry: ManifestEntry) -> None:
@@ -501,21 +510,43 @@ class RefResolver:
         if scheme in ("http", "https"):
             return HttpSource(entry, self.http, self.policy, self.stats)
         if scheme == "s3":
-            return S3Source(entry, self.http, self.policy, self.stats, self.s3)
+            return S3Source(entry, self.http, self.policy, self.stats, self.s3, self.bucket_region)
         raise Unsupported(f"{entry.path} ({entry.ref}): not supported")  # pragma: no cover - check() said so
 
-    def s3(self) -> Any:
-        """A boto3 S3 client from the usual credential chain. Endpoint: boto3 itself honours
-        AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3; the SDK's AWS_S3_ENDPOINT_URL wins if set."""
+    def bucket_region(self, bucket: str) -> str | None:
+        """The bucket's region (HeadBucket; real S3 names it even when it refuses the call),
+        once per bucket; ``None`` when it cannot be told (then the client's region is used)."""
+        if bucket in self._regions:
+            return self._regions[bucket]
+        import botocore.exceptions as bx
+
+        region: str | None = None
+        try:
+            head = self.s3(None).head_bucket(Bucket=bucket)
+            region = head.get("BucketRegion") or head.get("ResponseMetadata", {}).get(
+                "HTTPHeaders", {}).get("x-amz-bucket-region")
+        except bx.ClientError as e:
+            region = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        except bx.BotoCoreError as e:
+            log.debug("region of bucket %s: %s", bucket, e)
         with self._s3_lock:
-            if self._s3 is None:
+            self._regions[bucket] = region
+        return region
+
+    def s3(self, region: str | None = None) -> Any:
+        """A boto3 S3 client from the usual credential chain (one per region asked for; None:
+        AWS_REGION or boto3's default). Endpoint: boto3 itself honours AWS_ENDPOINT_URL and
+        AWS_ENDPOINT_URL_S3; the SDK's AWS_S3_ENDPOINT_URL wins if set."""
+        with self._s3_lock:
+            client = self._s3.get(region)
+            if client is None:
                 import boto3
                 from botocore.config import Config
 
                 p = self.policy
                 config = Config(signature_version="s3v4", connect_timeout=p.connect_timeout,
                                 read_timeout=p.read_timeout, retries={"max_attempts": 3, "mode": "standard"})
-                self._s3 = boto3.session.Session().client(
+                client = self._s3[region] = boto3.session.Session().client(
                     "s3", endpoint_url=os.environ.get("AWS_S3_ENDPOINT_URL") or None,
-                    region_name=os.environ.get("AWS_REGION") or None, config=config)
-            return self._s3
+                    region_name=region or os.environ.get("AWS_REGION") or None, config=config)
+            return client

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.fs.conftest import blob_gets, daemon_env, mount, run_cli  # noqa: F401 - fixtures
+from tests.fs.conftest import daemon_env, mount  # noqa: F401 - mount is a fixture used by these tests
 from wandbfs.cache import ObjectCache
 
 # ---- an HTTP origin with ETag, Range and If-Match --------------------------------------
@@ -28,6 +28,7 @@ class Origin:
         self.ranges = True          # honour Range and say Accept-Ranges: bytes
         self.head = True            # answer HEAD (else 405)
         self.swap: tuple[str, bytes] | None = None   # replace this file right after its next GET
+        self.redirects: dict[str, str] = {}   # path -> where a 302 sends it
         self.requests: list[tuple[str, str, dict[str, str]]] = []   # (method, path, headers)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -68,6 +69,13 @@ class Origin:
                     origin.requests.append((self.command, self.path, dict(self.headers)))
                     found = origin.files.get(self.path)
                     ranges, head = origin.ranges, origin.head
+                    moved = origin.redirects.get(self.path)
+                if moved is not None:
+                    self.send_response(302)
+                    self.send_header("Location", moved)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if not body and not head:
                     return self._empty(405)
                 if found is None:
@@ -128,6 +136,7 @@ def origin_server() -> Iterator[Origin]:
 def origin(origin_server: Origin) -> Origin:
     origin_server.ranges = origin_server.head = True
     origin_server.swap = None
+    origin_server.redirects.clear()
     with origin_server.lock:
         origin_server.requests.clear()
     return origin_server

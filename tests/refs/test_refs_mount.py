@@ -18,7 +18,7 @@ import wandb
 
 from tests.fs.conftest import blob_gets, run_cli
 from tests.helpers import files_digest, tree_digest, wait_for
-from tests.refs.conftest import Origin, cache_object, publish_refs, unique
+from tests.refs.conftest import cache_object, publish_refs, unique
 
 pytestmark = pytest.mark.fuse
 
@@ -167,6 +167,19 @@ def test_http_origin_without_range_support_gets_one_whole_get(emu, mount, fresh_
     assert sha256((coll_dir(m, name) / "big.bin").read_bytes()) == sha256(big)
     gets = origin.gets(f"/{coll}/big.bin")
     assert len(gets) == 1 and "Range" not in gets[0]
+
+
+def test_http_reference_moved_behind_a_redirect_is_followed(emu, mount, fresh_cache, origin):
+    coll = unique("http-moved")
+    blob = os.urandom(3 * 2**20)
+    etag = hashlib.md5(blob).hexdigest()
+    name = publish_refs(coll, [(origin.put(f"/{coll}/w.bin", blob), {})])
+    origin.put(f"/cdn/{coll}/w.bin", blob, etag=etag)   # the same object, now served from elsewhere
+    origin.redirects[f"/{coll}/w.bin"] = f"/cdn/{coll}/w.bin"
+    origin.requests.clear()
+    m = mount("--cache-dir", str(fresh_cache), "--no-lineage", "--part-size", "1")
+    assert sha256((coll_dir(m, name) / "w.bin").read_bytes()) == sha256(blob)
+    assert len(origin.gets(f"/cdn/{coll}/w.bin")) == 3
 
 
 # ---- s3:// ------------------------------------------------------------------------------

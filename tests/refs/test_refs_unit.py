@@ -178,3 +178,19 @@ def test_resolver_reports_missing_boto3():
     r._have_boto3 = False
     with pytest.raises(Unsupported, match="boto3"):
         r.check(entry("s.bin", ref="s3://b/s.bin", digest="e", size=1))
+
+
+def test_s3_urls_are_presigned_for_the_buckets_region(s3):
+    import boto3
+
+    eu = boto3.client("s3", region_name="eu-west-1")
+    eu.create_bucket(Bucket="refs-eu-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    put = eu.put_object(Bucket="refs-eu-bucket", Key="k/w.bin", Body=b"12345")
+    etag = put["ETag"].strip('"')
+    e = entry("w.bin", ref="s3://refs-eu-bucket/k/w.bin", digest=etag, size=5, extra={"etag": etag})
+    r = RefResolver(urllib3.PoolManager(), FetchPolicy(), FetchStats())
+    src = r.source(e)
+    src.prepare()
+    url = src.url(False)
+    assert "eu-west-1" in url and "X-Amz-Signature=" in url
+    assert urllib3.PoolManager().request("GET", url).data == b"12345"
