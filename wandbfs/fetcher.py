@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 import urllib3
@@ -64,6 +64,7 @@ class Fetcher:
         self._streams: dict[Path, UncachedStream] = {}
         self._http = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
         self.refs = RefResolver(self._http, self.policy, self.stats)
+        self.metrics: Any = None   # metrics.Metrics, when the mount serves them
 
     # ---- public ----------------------------------------------------------------------
     async def open_object(self, detail: VersionDetail, entry: ManifestEntry) -> Path | FillItem | UncachedStream:
@@ -206,6 +207,8 @@ class Fetcher:
                 n.start_soon(self._thread, item.run_hasher)
         finally:
             self.stats.in_flight -= 1
+            if self.metrics is not None and item.first_byte_s is not None:
+                self.metrics.ttfb.observe(item.first_byte_s)
             self.evictor.settle(item.size)
             lock.close()
             if self._fills.get(key) is item:

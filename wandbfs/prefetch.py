@@ -271,6 +271,7 @@ class FillItem:
         cache.hold(self.fd)  # the temp file becomes the object: in use until the fill is closed
         os.ftruncate(self.fd, self.size)
         self.started = time.monotonic()
+        self.first_byte_s: float | None = None   # seconds from start to the first byte on disk
         self.getter: Getter = (getter(self.workers, self._failed) if getter is not None else
                                RangeGetter(entry, policy, url_fn, http, stats, self.workers, self._failed))
 
@@ -370,6 +371,8 @@ class FillItem:
 
     def _mark(self, start: int, end: int) -> None:
         with self._lock:
+            if self.first_byte_s is None:
+                self.first_byte_s = time.monotonic() - self.started
             self.present.add(start, end)
             ready = [w for w in self._waiters if self.present.contains(w[0], w[1])]
             if ready:

@@ -150,6 +150,8 @@ def test_metrics_endpoint_counters_move_with_reads_and_json_logs(emu, mount, mou
     assert after["wandbfs_downloaded_bytes_total"] - before["wandbfs_downloaded_bytes_total"] == len(data)
     assert after['wandbfs_requests_total{kind="graphql"}'] > 0
     assert after["wandbfs_read_seconds_count"] > before.get("wandbfs_read_seconds_count", 0)
+    wait_for(lambda: _scrape(port)["wandbfs_download_first_byte_seconds_count"] == 1, timeout=10,
+             what="the download's time to first byte")
     assert any(k.startswith("wandbfs_wandb_call_seconds_count") for k in after)
     try:
         (m.path / "acme/model/bert-base/v2/nope").read_bytes()
