@@ -52,7 +52,7 @@ def _guard(fn: F) -> F:
         try:
             return await fn(self, *args)
         except pyfuse3.FUSEError as e:
-            if e.errno not in (errno.ENOENT, errno.ENODATA):  # lookups of missing names are normal
+            if e.errno not in (errno.ENOENT, errno.ENODATA, errno.ENOSYS):  # normal answers, not failures
                 self.errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
             raise
         except NotFound:
@@ -108,6 +108,7 @@ class FsOptions:
     verify: str = "stream"   # "stream": serve ranges as they arrive; "strict": only verified objects
     warm: bool = True        # fetch likely-next manifests, URLs and small files in the background
     reader_runs: bool = True  # record a use on the reading process's run (WANDB_RUN_ID) when it has one
+    xattrs: bool = True      # serve user.wandb.* (costs `ls -l` two FUSE requests per file)
 
 
 class WandbFS(pyfuse3.Operations):
@@ -646,6 +647,8 @@ class WandbFS(pyfuse3.Operations):
 
     @_guard
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not self.opts.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel then stops asking for good
         sname = os.fsdecode(name)
         node = self.table.get(inode)
         # Cheap refusal first: `ls -l` asks for security/ACL names on every file.
@@ -658,6 +661,8 @@ class WandbFS(pyfuse3.Operations):
 
     @_guard
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if not self.opts.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         node = self.table.get(inode)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)

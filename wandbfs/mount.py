@@ -58,6 +58,7 @@ class MountConfig:
     missing_run_grace: float = 300.0
     lock_file: Path | None = None
     metrics_addr: str | None = None
+    xattrs: bool = True
     log_format: str = "text"
     access_log: Path | None = None
     log_file: Path | None = None
@@ -271,7 +272,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
             fetcher.metrics = metrics
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
                                                           negative_ttl=config.negative_ttl, verify=config.verify, warm=config.warm,
-                                                          reader_runs=config.reader_runs,
+                                                          reader_runs=config.reader_runs, xattrs=config.xattrs,
                                                           uid=os.getuid(), gid=os.getgid()), access_log=access_log)
         if metrics is not None:
             fs.metrics = metrics

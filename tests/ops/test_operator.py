@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import socket
 import urllib.request
 
+import pytest
 import wandb
 
 from tests.fs.conftest import run_cli
@@ -44,6 +46,15 @@ def test_xattrs_and_info_match_the_registry(emu, mount, mount_env):
     assert re.search(rf"^digest\s+{art.digest}$", text.stdout, re.M)
     bad = run_cli(["info", str(m.path / "acme/model")], mount_env)
     assert bad.returncode == 1 and "not a file or folder inside a version" in bad.stderr
+    # --no-xattrs: the kernel is told once that there are none (ls -l stops asking per file)
+    plain = mount("--no-xattrs")
+    g = plain.path / "acme/model/resnet50/production/config.json"
+    for call in [lambda: os.getxattr(g, "user.wandb.name"), lambda: os.getxattr(g, "user.wandb.name"),
+                 lambda: os.listxattr(g)]:
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EOPNOTSUPP
+    assert g.read_bytes() == data
 
 
 def test_status_counters_move_with_reads(emu, mount, mount_env, tmp_path):
