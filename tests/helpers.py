@@ -37,6 +37,25 @@ def publish_with_sdk(tmp: Path, collection: str, files: Mapping[str, bytes], ali
     return art.qualified_name if hasattr(art, "qualified_name") else art.name
 
 
+def publish_two_versions(tmp: Path, collection: str, first: bytes, second: bytes,
+                         aliases: list[str] | None = None) -> None:
+    """v0 (with ``aliases``, default production) and v1 of one ``w.txt``, through the SDK."""
+    import wandb
+
+    publish_with_sdk(tmp, collection, {"w.txt": first}, aliases=aliases or ["production"])
+    publish_with_sdk(tmp, collection, {"w.txt": second})
+    wandb.teardown()
+
+
+def move_alias(name: str, alias: str) -> None:
+    """Put ``alias`` on the version ``name`` (org/wandb-registry-R/C:vN) with the SDK."""
+    import wandb
+
+    art = wandb.Api().artifact(name)
+    art.aliases.append(alias)
+    art.save()
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}

@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Callable, Sequence
 
 import click

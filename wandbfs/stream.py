@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Callable
 
 import trio
 import urllib3

@@ -11,7 +11,7 @@ import pytest
 import wandb
 
 from tests.fs.conftest import _mounted, blob_gets, run_cli, wait_unmounted
-from tests.helpers import publish_with_sdk, wait_for
+from tests.helpers import move_alias, publish_two_versions, wait_for
 
 BIG = "acme/model/resnet50/v3/model.safetensors"  # 64 MiB demo file
 
@@ -59,17 +59,13 @@ def test_sdk_download_and_mount_share_one_cache(emu, mount, fresh_cache, tmp_pat
 
 
 def test_alias_move_is_picked_up_while_an_open_file_keeps_its_version(emu, mount, tmp_path):
-    publish_with_sdk(tmp_path, "mover", {"w.txt": b"version zero\n"}, aliases=["production"])
-    publish_with_sdk(tmp_path, "mover", {"w.txt": b"version one!\n"})
-    wandb.teardown()
+    publish_two_versions(tmp_path, "mover", b"version zero\n", b"version one!\n")
     m = mount("--alias-ttl", "1", "--list-ttl", "1")
     prod = m.path / "acme/model/mover/production"
     assert os.readlink(prod) == "v0"
     with open(prod / "w.txt", "rb") as held:
         assert held.read(7) == b"version"
-        art = wandb.Api().artifact("acme/wandb-registry-model/mover:v1")
-        art.aliases.append("production")
-        art.save()
+        move_alias("acme/wandb-registry-model/mover:v1", "production")
         wait_for(lambda: os.readlink(prod) == "v1", timeout=15, what="the alias symlink to move to v1")
         assert held.read() == b" zero\n"
     assert (prod / "w.txt").read_bytes() == b"version one!\n"

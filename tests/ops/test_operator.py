@@ -15,7 +15,7 @@ import pytest
 import wandb
 
 from tests.fs.conftest import run_cli
-from tests.helpers import publish_with_sdk, wait_for
+from tests.helpers import move_alias, publish_two_versions, wait_for
 
 NAME = "acme/wandb-registry-model/bert-base"
 
@@ -84,15 +84,11 @@ def test_status_counters_move_with_reads(emu, mount, mount_env, tmp_path):
 
 
 def test_refresh_picks_up_an_alias_move_at_once(emu, mount, mount_env, tmp_path):
-    publish_with_sdk(tmp_path, "refreshed", {"w.txt": b"zero\n"}, aliases=["production"])
-    publish_with_sdk(tmp_path, "refreshed", {"w.txt": b"one\n"})
-    wandb.teardown()
+    publish_two_versions(tmp_path, "refreshed", b"zero\n", b"one\n")
     m = mount("--alias-ttl", "3600", "--list-ttl", "3600")
     link = m.path / "acme/model/refreshed/production"
     assert os.readlink(link) == "v0"
-    art = wandb.Api().artifact("acme/wandb-registry-model/refreshed:v1")
-    art.aliases.append("production")
-    art.save()
+    move_alias("acme/wandb-registry-model/refreshed:v1", "production")
     assert os.readlink(link) == "v0"                       # cached for an hour
     r = run_cli(["refresh", str(m.path), "acme/model/refreshed"], mount_env)
     assert r.returncode == 0, r.stderr
@@ -103,9 +99,7 @@ def test_refresh_picks_up_an_alias_move_at_once(emu, mount, mount_env, tmp_path)
 
 
 def test_lock_file_keeps_aliases_where_they_were(emu, mount, mount_env, tmp_path):
-    publish_with_sdk(tmp_path, "locked", {"w.txt": b"zero\n"}, aliases=["production", "staging"])
-    publish_with_sdk(tmp_path, "locked", {"w.txt": b"one\n"})
-    wandb.teardown()
+    publish_two_versions(tmp_path, "locked", b"zero\n", b"one\n", aliases=["production", "staging"])
     m = mount()
     coll = m.path / "acme/model/locked"
     r = run_cli(["lock", str(coll)], mount_env)
@@ -117,9 +111,7 @@ def test_lock_file_keeps_aliases_where_they_were(emu, mount, mount_env, tmp_path
     lockfile = tmp_path / "wandbfs.lock"
     lockfile.write_text(run_cli(["lock", str(coll / "production")], mount_env).stdout)
     # W&B moves production to v1; a mount with the lock keeps it on v0, another follows W&B
-    art = wandb.Api().artifact("acme/wandb-registry-model/locked:v1")
-    art.aliases.append("production")
-    art.save()
+    move_alias("acme/wandb-registry-model/locked:v1", "production")
     pinned = mount("--lock", str(lockfile), "--alias-ttl", "0.2")
     free = mount("--alias-ttl", "0.2")
     assert os.readlink(pinned.path / "acme/model/locked/production") == "v0"
