@@ -440,7 +440,10 @@ def mount_foreground(config: MountConfig) -> int:
             _write_runtime(config)
             print(f"wandbfs: mounted at {config.mountpoint}", file=sys.stderr)
 
-    code = serve(config, ready)
+    try:
+        code = serve(config, ready)
+    finally:
+        _clear_runtime(config)
     if failure:
         raise MountError(failure[0])
     return code
@@ -452,6 +455,16 @@ def _write_runtime(config: MountConfig) -> None:
     path = runtime_file(config.mountpoint)
     path.write_text(json.dumps(info))
     os.chmod(path, 0o600)
+
+
+def _clear_runtime(config: MountConfig) -> None:
+    """At exit (also after a plain `umount`), remove our runtime file unless a newer daemon owns it."""
+    path = runtime_file(config.mountpoint)
+    try:
+        if int(json.loads(path.read_text())["pid"]) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, KeyError):
+        pass
 
 
 def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
@@ -489,6 +502,7 @@ def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
         finally:
             if not sent[0]:
                 ready("the daemon exited before the mount was ready")
+            _clear_runtime(config)
             logging.shutdown()
             os._exit(code)
     os.close(w)

@@ -208,6 +208,8 @@ def test_mount_t_fuse_wandbfs_reads_then_umount_stops_the_daemon(emu, helper_ins
         assert r.returncode == 0, r.stderr
         assert not _mounted(mp)
         wait_for(lambda: not process_alive(pid), timeout=60, what="the daemon to exit after umount")
+        with pytest.raises(FileNotFoundError):   # and took its runtime file with it
+            _daemon_pid(env["WANDBFS_STATE_DIR"], mp)
         # It left cleanly: the lineage it had queued was sent and its run finished.
         runs = [run for run in emu.store.runs.values() if run.project == "helper-test"]
         assert len(runs) == 1 and runs[0].state == "finished"
