@@ -138,6 +138,7 @@ class WandbFS(pyfuse3.Operations):
         self.started = time.time()
         self.metrics: Any = None       # metrics.Metrics, when the mount has one
         self._warmed: set[tuple[Any, ...]] = set()   # versions/collections whose warm-up has started
+        self._misses: dict[int, set[bytes]] = {}       # parent inode -> names answered "missing"
 
     # ---- attributes ------------------------------------------------------------------
     def _ttl(self, node: Node) -> float:
@@ -167,6 +168,31 @@ class WandbFS(pyfuse3.Operations):
         a.st_ino = 0
         a.entry_timeout = IMMUTABLE_TTL if immutable else self.opts.negative_ttl
         return a
+
+    MISSES_KEPT = 10_000
+
+    def _remember_miss(self, parent: Node, name: bytes) -> None:
+        """Names the kernel now caches as missing (for --negative-ttl): a refresh un-caches them."""
+        if sum(len(v) for v in self._misses.values()) >= self.MISSES_KEPT:
+            self._misses.clear()  # bounded; forgetting only means a refresh waits for the TTL
+        self._misses.setdefault(parent.inode, set()).add(name)
+
+    async def refresh(self, prefix: tuple[str, ...] = ()) -> int:
+        """Drop listing and alias caches under ``prefix`` (all if empty), and the kernel's
+        cached misses there, so a version or alias created since shows up at once."""
+        n = self.catalog.invalidate(prefix)
+        keys = ("org", "reg", "coll")
+        for inode in list(self._misses):
+            node = self.table.get(inode)
+            scope = tuple(node.data.get(k) for k in keys if k in node.data) if node is not None else None
+            if scope is not None and scope[:len(prefix)] != prefix[:len(scope)]:
+                continue
+            for name in self._misses.pop(inode):
+                try:
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_entry, inode, name)
+                except OSError as e:  # ENOENT: the kernel had already dropped it
+                    log.debug("invalidate_entry(%d, %r): %s", inode, name, e)
+        return n
 
     # ---- building nodes --------------------------------------------------------------
     def _dir(self, key: tuple[Any, ...], mtime: float, immutable: bool = False, **data: Any) -> Node:
@@ -341,6 +367,8 @@ class WandbFS(pyfuse3.Operations):
             except NotFound:
                 node = None
         if node is None:
+            if not parent.immutable:
+                self._remember_miss(parent, name)
             return self._negative(parent.immutable)
         self.table.incref(node)
         return self.attrs(node)

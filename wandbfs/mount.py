@@ -302,7 +302,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                 fetcher.nursery = fs.nursery = nursery
                 if lineage:
                     nursery.start_soon(lineage.run)
-                nursery.start_soon(_signals, catalog, terminated, config.mountpoint)
+                nursery.start_soon(_signals, fs, terminated, config.mountpoint)
                 nursery.start_soon(_announce, config.mountpoint, on_ready, config.read_ahead_kb)
                 await pyfuse3.main()
                 gone[0] = not terminated
@@ -365,12 +365,20 @@ def refresh_file(mountpoint: Path) -> Path:
     return state_dir() / f"refresh-{_mount_id(mountpoint)}.txt"
 
 
+def taking_file(mountpoint: Path) -> Path:
+    """A refresh request being carried out; ``wandbfs refresh`` waits until it is gone."""
+    return refresh_file(mountpoint).with_suffix(".taking")
+
+
 def take_refresh_request(mountpoint: Path) -> list[tuple[str, ...]]:
-    """The subtrees asked for (org[, registry[, collection]]); [] = everything."""
+    """The subtrees asked for (org[, registry[, collection]]); [] = everything.
+
+    The request is renamed to the "taking" file (so a request arriving meanwhile starts a
+    new one); the caller removes that once the refresh is done."""
     path = refresh_file(mountpoint)
     try:
-        lines = path.read_text().splitlines()
-        path.unlink()
+        os.replace(path, taking_file(mountpoint))
+        lines = taking_file(mountpoint).read_text().splitlines()
     except FileNotFoundError:
         return []
     out: list[tuple[str, ...]] = []
@@ -382,7 +390,7 @@ def take_refresh_request(mountpoint: Path) -> list[tuple[str, ...]]:
     return out
 
 
-async def _signals(catalog: object, terminated: list[int], mountpoint: Path) -> None:
+async def _signals(fs: object, terminated: list[int], mountpoint: Path) -> None:
     import pyfuse3
     import trio
 
@@ -391,11 +399,12 @@ async def _signals(catalog: object, terminated: list[int], mountpoint: Path) -> 
             if sig == signal.SIGHUP:
                 prefixes = take_refresh_request(mountpoint)
                 if not prefixes:
-                    n = catalog.invalidate()  # type: ignore[attr-defined]
+                    n = await fs.refresh()  # type: ignore[attr-defined]
                     log.info("SIGHUP: dropped %d listing and alias caches", n)
                 for prefix in prefixes:
-                    n = catalog.invalidate(prefix)  # type: ignore[attr-defined]
+                    n = await fs.refresh(prefix)  # type: ignore[attr-defined]
                     log.info("refresh %s: dropped %d listing and alias caches", "/".join(prefix), n)
+                taking_file(mountpoint).unlink(missing_ok=True)
                 continue
             log.info("signal %d: unmounting", sig)
             terminated.append(sig)

@@ -126,7 +126,7 @@ def refresh_command(mountpoint: str, paths: tuple[str, ...], timeout: float) -> 
     PATH is relative to MOUNTPOINT (acme/model/resnet50) or a path inside it. The next
     listing or alias lookup asks W&B. Same as SIGHUP to the daemon, which drops everything.
     """
-    from .mount import refresh_file, runtime_file
+    from .mount import refresh_file, runtime_file, taking_file
 
     mp = Path(mountpoint).absolute()
     try:
@@ -145,7 +145,7 @@ def refresh_command(mountpoint: str, paths: tuple[str, ...], timeout: float) -> 
         f.write("\n".join(rels or ["/"]) + "\n")
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
-    while req.exists():
+    while req.exists() or taking_file(mp).exists():
         if time.monotonic() > deadline:
             _fail(f"the daemon (pid {pid}) did not take the refresh within {timeout:.0f}s")
         time.sleep(0.02)

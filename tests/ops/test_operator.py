@@ -15,7 +15,7 @@ import pytest
 import wandb
 
 from tests.fs.conftest import run_cli
-from tests.helpers import move_alias, publish_two_versions, wait_for
+from tests.helpers import move_alias, publish_two_versions, publish_with_sdk, wait_for
 
 NAME = "acme/wandb-registry-model/bert-base"
 
@@ -85,7 +85,7 @@ def test_status_counters_move_with_reads(emu, mount, mount_env, tmp_path):
 
 def test_refresh_picks_up_an_alias_move_at_once(emu, mount, mount_env, tmp_path):
     publish_two_versions(tmp_path, "refreshed", b"zero\n", b"one\n")
-    m = mount("--alias-ttl", "3600", "--list-ttl", "3600")
+    m = mount("--alias-ttl", "3600", "--list-ttl", "3600", "--negative-ttl", "3600")
     link = m.path / "acme/model/refreshed/production"
     assert os.readlink(link) == "v0"
     move_alias("acme/wandb-registry-model/refreshed:v1", "production")
@@ -96,6 +96,16 @@ def test_refresh_picks_up_an_alias_move_at_once(emu, mount, mount_env, tmp_path)
     assert "refresh acme/model/refreshed" in m.log
     r = run_cli(["refresh", str(m.path)], mount_env)       # everything
     assert r.returncode == 0 and "refreshed everything" in r.stdout
+    # a version asked for before it existed is cached as missing by the kernel (an hour here):
+    # refresh un-caches it too
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.path / "acme/model/refreshed/v2")
+    publish_with_sdk(tmp_path, "refreshed", {"w.txt": b"two\n"})
+    wandb.teardown()
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.path / "acme/model/refreshed/v2")        # still the kernel's cached miss
+    assert run_cli(["refresh", str(m.path), "acme/model/refreshed"], mount_env).returncode == 0
+    assert (m.path / "acme/model/refreshed/v2/w.txt").read_bytes() == b"two\n"
 
 
 def test_lock_file_keeps_aliases_where_they_were(emu, mount, mount_env, tmp_path):
