@@ -454,7 +454,10 @@ class WandbFS(pyfuse3.Operations):
             # mmap loaders never fault onto the network.
             self.nursery.start_soon(self._attach_early, self._handles[fh])
             self._background(("files", detail.artifact_id, detail.index), self._warm_version, detail)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+        # After a digest failure the kernel may still hold pages of the bad bytes: an open
+        # without keep_cache makes it drop them before this handle reads anything.
+        keep = not node.data.pop("stale_pages", False)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     async def _attach_early(self, h: Handle) -> None:
         try:
@@ -510,8 +513,8 @@ class WandbFS(pyfuse3.Operations):
             # The kernel retries a failed page read at once; do not refetch for it.
             h.error = errno.ENOENT if isinstance(e, NotFound) else (
                 errno.EACCES if isinstance(e, AuthError) else errno.EIO)
-            if isinstance(e, FetchError) and "do not match" in str(e):
-                self._drop_page_cache(h.node.inode)
+            if isinstance(e, FetchError) and ("do not match" in str(e) or "changed since" in str(e)):
+                self._drop_page_cache(h.node)
             raise
 
     def _open_cached(self, path: Path) -> int | None:
@@ -599,10 +602,15 @@ class WandbFS(pyfuse3.Operations):
         finally:
             item.release()
 
-    def _drop_page_cache(self, inode: int) -> None:
-        """Pages of a file whose digest failed may sit in the kernel cache: drop them."""
+    def _drop_page_cache(self, node: Node) -> None:
+        """Pages of a file whose digest failed may sit in the kernel cache: drop them.
+
+        Not from inside this read (the kernel holds the page lock: invalidating now would
+        deadlock), so in the background; and because the next open may come first, that
+        open is made without ``keep_cache``, which has the kernel drop the pages itself."""
+        node.data["stale_pages"] = True
         if self.nursery is not None:
-            self.nursery.start_soon(self._invalidate, inode)
+            self.nursery.start_soon(self._invalidate, node.inode)
 
     async def _invalidate(self, inode: int) -> None:
         try:

@@ -160,3 +160,24 @@ def test_32_reader_processes_over_8_files(emu, mount, eight, fresh_cache, tmp_pa
     assert reads == 32 * 20 and wrong == 0
     assert _mounted(m.path)
     record("32 reader processes, 8 files, random offsets", reads, wrong, "all ok")
+
+
+def test_no_stale_pages_after_a_digest_failure(emu, mount, eight, fresh_cache):
+    """Streaming hands out pages before the digest is known; after the EOF read fails, the
+    kernel must not serve those pages to the next open (it used to, now and then: the
+    background invalidation could come after that open)."""
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage")
+    path = m.path / eight / "f5.bin"
+    for _ in range(10):
+        emu.faults.set([{"route": "blob", "corrupt": True}])
+        data, outcome = _read(path)
+        assert data is None and outcome == "EIO"
+        emu.faults.clear()
+        data, outcome = _read(path)                       # at once: no waiting for the invalidation
+        assert data == FILES["f5.bin"], outcome
+        with open(path, "rb") as f:                        # and evict it again for the next round
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        for obj in (fresh_cache / "artifacts/obj").rglob("*"):
+            if obj.is_file():
+                obj.unlink()
+    record("corrupt bytes, then an immediate re-open, 10 rounds", 20, 0, "EIO, then the right bytes, every round")
