@@ -133,6 +133,11 @@ class Fetcher:
             log.warning("serving %s without caching it (no room in the cache)", entry.path)
         return stream
 
+    def is_verified(self, entry: ManifestEntry) -> bool:
+        """The object is in the cache and this mount has checked its digest (no I/O but a stat)."""
+        key = self.cache.path_for(entry)
+        return key in self._verified and self.cache.lookup(entry) is not None
+
     def forget_verified(self, path: Path) -> None:
         """An object we had verified was evicted (by us, another mount or the SDK)."""
         self._verified.discard(path)

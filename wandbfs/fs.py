@@ -454,9 +454,12 @@ class WandbFS(pyfuse3.Operations):
             # mmap loaders never fault onto the network.
             self.nursery.start_soon(self._attach_early, self._handles[fh])
             self._background(("files", detail.artifact_id, detail.index), self._warm_version, detail)
-        # After a digest failure the kernel may still hold pages of the bad bytes: an open
-        # without keep_cache makes it drop them before this handle reads anything.
-        keep = not node.data.pop("stale_pages", False)
+        # keep_cache only for verified bytes. Streaming serves pages before the digest is
+        # known; a reader may stop early, or the digest may fail: an open of an object not
+        # (yet) verified is made without keep_cache, so the kernel drops whatever pages it
+        # holds for the file before this handle reads, and unverified bytes never outlive
+        # the handles that were served them. Re-opens of cached files keep their pages.
+        keep = self.opts.verify == "strict" or self.fetcher.is_verified(node.data["entry"])
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     async def _attach_early(self, h: Handle) -> None:
@@ -607,8 +610,8 @@ class WandbFS(pyfuse3.Operations):
 
         Not from inside this read (the kernel holds the page lock: invalidating now would
         deadlock), so in the background; and because the next open may come first, that
-        open is made without ``keep_cache``, which has the kernel drop the pages itself."""
-        node.data["stale_pages"] = True
+        open is made without ``keep_cache`` (the object is not verified), which has the
+        kernel drop the pages itself."""
         if self.nursery is not None:
             self.nursery.start_soon(self._invalidate, node.inode)
 

@@ -181,3 +181,27 @@ def test_no_stale_pages_after_a_digest_failure(emu, mount, eight, fresh_cache):
             if obj.is_file():
                 obj.unlink()
     record("corrupt bytes, then an immediate re-open, 10 rounds", 20, 0, "EIO, then the right bytes, every round")
+
+
+def test_a_partial_read_of_bad_bytes_does_not_leak_into_the_next_full_read(emu, mount, fresh_cache):
+    """A reader that stops early may have been served unverified (here: corrupt) pages; the
+    fill then fails its digest with nobody reading. The next reader must not get those pages."""
+    import base64
+    import hashlib
+
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage")
+    path = m.path / "acme/model/resnet50/v3/model.safetensors"      # 64 MiB: read-ahead stays far from EOF
+    digest = os.getxattr(path, "user.wandb.digest").decode()
+    want = emu.store.blobs.get(base64.b64decode(digest).hex())
+    emu.faults.set([{"route": "blob", "corrupt": True}])
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    assert head != want[:4096]                      # streaming: the early bytes were the corrupt ones
+    wait_for(lambda: "digest mismatch for model.safetensors" in m.log, timeout=60,
+             what="the fill to fail its digest")
+    emu.faults.clear()
+    with open(path, "rb") as f:
+        data = f.read()
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(want).hexdigest()
+    record("corrupt bytes, a reader stops early, then a full read", 2, 0,
+           "the early reader got unverified bytes (it never reached EOF); the full read got the right bytes")
