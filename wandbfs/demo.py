@@ -82,7 +82,9 @@ def main() -> None:
 wandbfs is mounted at {mnt}. Try:
   ls -l '{mnt}/acme/Fine-tuned Models/llama-ft'
   find {mnt}/acme/dataset/imagenet-mini/v2 | head
-To use the wandbfs command yourself: export WANDB_BASE_URL={base} WANDB_API_KEY={DEMO_KEY}
+To use the wandbfs command yourself:
+  export WANDB_BASE_URL={base} WANDB_API_KEY={DEMO_KEY} WANDBFS_STATE_DIR={DEMO_DIR / "state"}
+  wandbfs status; wandbfs info {mnt}/acme/model/resnet50/production/config.json; wandbfs lineage
 To unmount and stop the emulator:  scripts/demo stop
 """)
 
