@@ -464,13 +464,14 @@ class ObjectCache:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            if os.fstat(fd).st_nlink == 0:
+            st = os.fstat(fd)
+            if st.st_nlink == 0:
                 os.close(fd)
                 return None
         except BaseException:
             os.close(fd)
             raise
-        self.touch(fd)
+        self._touch(fd, st)
         return fd
 
     @staticmethod
@@ -478,14 +479,18 @@ class ObjectCache:
         """Mark a descriptor (e.g. a download's temp file, soon the object) as in use."""
         fcntl.flock(fd, fcntl.LOCK_SH)
 
-    @staticmethod
-    def touch(fd: int) -> None:
-        """Record a use for LRU eviction: set atime to now, keep mtime (which the
-        verified mark and the SDK look at). Needed because relatime/noatime mounts
-        rarely update atime on their own."""
+    TOUCH_EVERY_S = 60.0
+
+    def _touch(self, fd: int, st: os.stat_result) -> None:
+        """Record a use for LRU eviction: set atime to now, keep mtime (which the verified
+        mark and the SDK look at). Needed because relatime/noatime mounts rarely update
+        atime on their own; skipped when atime is already recent, so re-opening a hot file
+        does not write its inode each time."""
+        now = time.time_ns()
+        if now - st.st_atime_ns < self.TOUCH_EVERY_S * 1e9:
+            return
         try:
-            st = os.fstat(fd)
-            os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
+            os.utime(fd, ns=(now, st.st_mtime_ns))
         except OSError:
             pass
 

@@ -42,7 +42,9 @@ def cache_stats(cache: ObjectCache) -> dict[str, Any]:
     kinds: dict[str, dict[str, int]] = {}
     total = count = 0
     oldest = newest = None
-    pinned = PinStore(cache.root).objects()
+    store = PinStore(cache.root)
+    pins = store.all()
+    pinned = store.objects(pins)
     pinned_bytes = pinned_count = 0
     for path, st in cache.iter_objects():
         kind = path.parent.parent.name
@@ -60,7 +62,7 @@ def cache_stats(cache: ObjectCache) -> dict[str, Any]:
     return {
         "cache_dir": str(cache.root),
         "objects": count, "bytes": total, "by_kind": kinds,
-        "pinned_versions": len(PinStore(cache.root).all()), "pinned_objects": pinned_count,
+        "pinned_versions": len(pins), "pinned_objects": pinned_count,
         "pinned_bytes": pinned_bytes,
         "temp_files": len(temps), "temp_bytes": sum(st.st_blocks * 512 for _, st in temps),
         "disk_free": evictor.disk_free(),
@@ -186,8 +188,8 @@ def pin_command(target: str | None, cache_dir: Path | None, no_fetch: bool, quie
 
     from .fetcher import FetchPolicy
     from .names import qualified_name
-    from .prefetch_cmd import Target, prefetch
-    from .wandb_client import WandbClient, WandbError
+    from .prefetch_cmd import Target, prefetch_with_progress
+    from .wandb_client import WandbError
 
     cache = _cache(cache_dir)
     pins = PinStore(cache.root)
@@ -203,18 +205,7 @@ def pin_command(target: str | None, cache_dir: Path | None, no_fetch: bool, quie
         pins.add(name, [cache.path_for(e) for e in entries], sum(e.size for e in entries), via=alias)
         if not no_fetch:
             exact = Target(tgt.org, tgt.registry, tgt.collection, f"v{detail.index}")
-            bar: list[Any] = []
-
-            def on_total(n: int, total: int) -> None:
-                if not quiet:
-                    bar.append(click.progressbar(length=total, label=f"pin {n} files", file=sys.stderr))
-                    bar[0].__enter__()
-            try:
-                trio.run(lambda: prefetch(WandbClient(), exact, cache, FetchPolicy(), 4, on_total,
-                                          lambda n: bar[0].update(n) if bar else None))
-            finally:
-                if bar:
-                    bar[0].__exit__(None, None, None)
+            prefetch_with_progress(exact, cache, FetchPolicy(), 4, "pin", quiet)
     except (ValueError, WandbError) as e:
         click.echo(f"wandbfs: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
         sys.exit(1)

@@ -155,11 +155,9 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
     TARGET is a registry name (acme/wandb-registry-model/resnet:production) or a path in a
     wandbfs mount (/mnt/wandb/acme/model/resnet/production/weights).
     """
-    import trio
-
     from .fetcher import FetchPolicy
-    from .prefetch_cmd import default_cache, prefetch as run_prefetch, resolve_target
-    from .wandb_client import WandbClient, WandbError
+    from .prefetch_cmd import default_cache, prefetch_with_progress, resolve_target
+    from .wandb_client import WandbError
 
     try:
         tgt = resolve_target(target)
@@ -167,25 +165,11 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
         click.echo(f"wandbfs: {e}", err=True)
         sys.exit(1)
     policy = FetchPolicy(part_size=part_size << 20, concurrency=concurrency)
-    bar: list = []
-
-    def on_total(n: int, total: int) -> None:
-        if not quiet:
-            bar.append(click.progressbar(length=total, label=f"prefetch {n} files", file=sys.stderr))
-            bar[0].__enter__()
-
-    def progress(n: int) -> None:
-        if bar:
-            bar[0].update(n)
     try:
-        files, total = trio.run(lambda: run_prefetch(WandbClient(), tgt, default_cache(cache_dir), policy,
-                                                     files_at_once, on_total, progress))
+        files, total = prefetch_with_progress(tgt, default_cache(cache_dir), policy, files_at_once, "prefetch", quiet)
     except WandbError as e:
         click.echo(f"wandbfs: {_one_line(str(e))}", err=True)
         sys.exit(1)
-    finally:
-        if bar:
-            bar[0].__exit__(None, None, None)
     click.echo(f"wandbfs: {files} files, {total} bytes in the cache")
 
 

@@ -34,7 +34,7 @@ import urllib3
 from .cache import ObjectCache
 from .eviction import CacheLimits, Evictor
 from .manifest import ManifestEntry
-from .prefetch import FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
+from .prefetch import BadBytes, FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
 from .refs import RefResolver, Unsupported
 from .stream import UncachedStream
 from .wandb_client import VersionDetail
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 UrlSource = Callable[[VersionDetail, str, bool], Awaitable[str]]
 
-__all__ = ["Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream",
+__all__ = ["BadBytes", "Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream",
            "Unsupported"]
 
 
@@ -78,8 +78,7 @@ class Fetcher:
             stream = self._streams.get(key)
             if stream is not None:
                 return stream
-            if key in self._verified and self.cache.lookup(entry) is not None:
-                self.stats.cache_hits += 1
+            if self.is_verified(entry):
                 return key
             item = self._fills.get(key)
             if item is not None and (item.done.is_set() or item.error is not None):
@@ -111,8 +110,8 @@ class Fetcher:
                 raise NoSpace(f"{entry.path}: no room in the cache for {entry.size} bytes")
             try:
                 return await got.wait_done()
-            except FetchError as e:
-                if "do not match" not in str(e) or attempt + 1 >= self.policy.digest_attempts:
+            except BadBytes:
+                if attempt + 1 >= self.policy.digest_attempts:
                     raise
                 log.warning("refetching %s after a digest mismatch", entry.path)
         raise AssertionError("unreachable")
@@ -165,7 +164,6 @@ class Fetcher:
                         self._verify_and_mark, hit, entry, limiter=self.limiter):
                     lock.close()
                     self._verified.add(hit)
-                    self.stats.cache_hits += 1
                     return hit
                 log.warning("cached object for %s fails its digest; fetching again", entry.path)
                 os.unlink(hit)

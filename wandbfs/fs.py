@@ -27,13 +27,14 @@ import pyfuse3
 import trio
 
 from .catalog import Catalog
-from .fetcher import Fetcher, FetchError, FillItem, NoSpace, UncachedStream
+from .fetcher import BadBytes, Fetcher, FetchError, FillItem, NoSpace, UncachedStream
 from .inodes import ROOT_INODE, InodeTable, Node
 from .access_log import AccessLog
 from .lineage import MOUNT_RUN, Lineage, Use
 from .manifest import DIR, ManifestEntry
 from .names import REGISTRY_PREFIX, parse_version_token, qualified_name, split_qualified
 from .readers import ReaderInfo
+from .refs import RefChanged
 from .wandb_client import AuthError, BackendError, NotFound, VersionDetail
 
 log = logging.getLogger(__name__)
@@ -479,15 +480,16 @@ class WandbFS(pyfuse3.Operations):
         if via is not None and time.monotonic() - via[1] < 60:
             token = via[0]
         used_as = qualified_name(detail.org, detail.registry, detail.collection, token)
-        reader = self.readers.get(ctx.pid, ctx.uid)
-        run = reader.run or MOUNT_RUN
+        # /proc is read only when someone needs the answer (reader runs, or the access log)
+        reader = self.readers.get(ctx.pid, ctx.uid) if self.opts.reader_runs or self.access_log else None
+        run = (reader.run if reader else None) or MOUNT_RUN
         if self.lineage is not None:
             self.lineage.note(Use(detail.artifact_id, detail.name, used_as, run))
-        if self.access_log is not None:
+        if self.access_log is not None and reader is not None:
             path = "/".join((d["org"], d["reg"], d["coll"], token, *d["parts"]))
             self.access_log.record(pid=ctx.pid, uid=ctx.uid, process=reader.comm, path=path,
                                    name=detail.name, used_as=used_as, artifact_id=detail.artifact_id,
-                                   run=None if self.lineage is None else (reader.run or "mount"))
+                                   run=None if self.lineage is None else run)
 
     @_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -516,7 +518,7 @@ class WandbFS(pyfuse3.Operations):
             # The kernel retries a failed page read at once; do not refetch for it.
             h.error = errno.ENOENT if isinstance(e, NotFound) else (
                 errno.EACCES if isinstance(e, AuthError) else errno.EIO)
-            if isinstance(e, FetchError) and ("do not match" in str(e) or "changed since" in str(e)):
+            if isinstance(e, (BadBytes, RefChanged)):  # pages already handed out may be wrong
                 self._drop_page_cache(h.node)
             raise
 

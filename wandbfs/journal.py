@@ -86,6 +86,11 @@ def read_journal(path: Path) -> dict[str, JournalEntry]:
     return out
 
 
+def _use_line(e: JournalEntry) -> dict[str, Any]:
+    return {"op": "use", "key": e.key, "run": e.run, "artifact_id": e.artifact_id,
+            "version_name": e.version_name, "used_as": e.used_as, "time": e.time}
+
+
 class LineageJournal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -120,9 +125,7 @@ class LineageJournal:
             tmp = self.path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 for e in entries.values():
-                    f.write(json.dumps({"op": "use", "key": e.key, "run": e.run, "artifact_id": e.artifact_id,
-                                        "version_name": e.version_name, "used_as": e.used_as,
-                                        "time": e.time}, ensure_ascii=False) + "\n")
+                    f.write(json.dumps(_use_line(e), ensure_ascii=False) + "\n")
                     if e.done is not None:
                         f.write(json.dumps({"op": "done", "key": e.key, "time": e.done}) + "\n")
                 f.flush()
@@ -132,8 +135,7 @@ class LineageJournal:
         return entries
 
     def add(self, entry: JournalEntry) -> None:
-        self._append({"op": "use", "key": entry.key, "run": entry.run, "artifact_id": entry.artifact_id,
-                      "version_name": entry.version_name, "used_as": entry.used_as, "time": entry.time})
+        self._append(_use_line(entry))
 
     def done(self, key: str) -> None:
         self._append({"op": "done", "key": key, "time": time.time()})

@@ -128,12 +128,7 @@ class Lineage:
                 # Journal the mount's run by name: a later daemon replays it onto this run.
                 self._seen.add(use_key(mount_run, use.artifact_id))
                 use = replace(use, run=mount_run)
-            if self.journal is not None:
-                entry = JournalEntry(use.key, use.run, use.artifact_id, use.version_name, use.used_as, time.time())
-                try:
-                    await trio.to_thread.run_sync(self.journal.add, entry)
-                except OSError as e:  # a full disk must not stop lineage: it is still sent
-                    log.error("lineage journal write failed (%s); %s is only in memory", e, use.version_name)
+            await self._journal(use)
             self._journaled_send.send_nowait(use)
 
     async def _record_stage(self) -> None:
@@ -155,9 +150,7 @@ class Lineage:
                         if use.key in self._seen:
                             break
                         self._seen.add(use.key)
-                        if self.journal is not None:
-                            await trio.to_thread.run_sync(self.journal.add, JournalEntry(
-                                use.key, use.run, use.artifact_id, use.version_name, use.used_as, time.time()))
+                        await self._journal(use)
                         continue
                     self.stats.failures += 1
                     log.info("lineage: %s; retrying in %.1fs", e, delay)
@@ -175,6 +168,15 @@ class Lineage:
             log.info("recorded use of %s (as %s) on %s", use.version_name, use.used_as, run)
             if self.stats.pending == 0:
                 self._idle.set()
+
+    async def _journal(self, use: Use) -> None:
+        if self.journal is None:
+            return
+        entry = JournalEntry(use.key, use.run, use.artifact_id, use.version_name, use.used_as, time.time())
+        try:
+            await trio.to_thread.run_sync(self.journal.add, entry)
+        except OSError as e:  # a full disk must not stop lineage: it is still sent
+            log.error("lineage journal write failed (%s); %s is only in memory", e, use.version_name)
 
     async def _mark_done(self, use: Use) -> None:
         if self.journal is not None:

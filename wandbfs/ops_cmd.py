@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from .eviction import format_size
 from .lockfile import LockEntry, render_lock
 from .names import Level, parse_mount_path
 from .resolve_cmd import (ResolveError, find_in_mounts, is_name, looks_like_path, read_mounts, resolve,
@@ -76,11 +77,6 @@ def read_status(mountpoint: str) -> dict[str, Any]:
     return json.loads(os.getxattr(mountpoint, STATUS_XATTR))
 
 
-def _human(n: float) -> str:
-    from .eviction import format_size
-    return format_size(n)
-
-
 @click.command("status")
 @click.argument("mountpoint", required=False, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per mount.")
@@ -105,8 +101,8 @@ def status_command(mountpoint: str | None, as_json: bool) -> None:
         offline = "" if s["wandb_offline_since_s"] is None else f"  (W&B unreachable for {s['wandb_offline_since_s']:.0f}s)"
         click.echo(f"{mp}  pid {s['pid']}  up {s['uptime_s'] / 60:.1f} min{offline}")
         click.echo(f"  cache hits {s['cache_hits']}  misses {s['cache_misses']}  hit ratio {ratio}")
-        click.echo(f"  read {_human(s['bytes_read'])}: {_human(s['bytes_from_cache'])} from the cache, "
-                   f"{_human(s['bytes_from_wandb'])} while downloading; downloaded {_human(s['bytes_downloaded'])}")
+        click.echo(f"  read {format_size(s['bytes_read'])}: {format_size(s['bytes_from_cache'])} from the cache, "
+                   f"{format_size(s['bytes_from_wandb'])} while downloading; downloaded {format_size(s['bytes_downloaded'])}")
         click.echo(f"  downloads in flight {s['downloads_in_flight']}  served uncached {s['uncached_files']}  "
                    f"evictions {s['evictions']}  open files {s['open_files']}")
         lin = "off" if s["lineage_pending"] is None else f"{s['lineage_recorded']} recorded, {s['lineage_pending']} pending"

@@ -99,6 +99,7 @@ class PinStore:
                 self._save(data)
         return sorted(gone)
 
-    def objects(self) -> set[Path]:
-        """Absolute cache paths of every pinned object (what eviction keeps)."""
-        return {self.cache_root / rel for pin in self.all() for rel in pin.objects}
+    def objects(self, pins: list[Pin] | None = None) -> set[Path]:
+        """Absolute cache paths of every pinned object (what eviction keeps); of ``pins``
+        if given (already read)."""
+        return {self.cache_root / rel for pin in (self.all() if pins is None else pins) for rel in pin.objects}

@@ -40,6 +40,11 @@ class FetchError(BackendError):
     """A download that failed after its retries (EIO for the reader)."""
 
 
+class BadBytes(FetchError):
+    """The bytes failed the manifest digest: EIO for the reader, the object purged; pages
+    already handed out must be dropped, and a strict reader fetches once more."""
+
+
 class NoSpace(FetchError):
     """The cache's disk is full: the caller serves this file without caching it."""
 
@@ -69,7 +74,6 @@ class FetchPolicy:
 class FetchStats:
     downloads: int = 0
     bytes_downloaded: int = 0
-    cache_hits: int = 0
     digest_failures: int = 0
     retries: int = 0
     url_refreshes: int = 0
@@ -419,7 +423,7 @@ class FillItem:
         except DigestMismatch as e:
             self.stats.digest_failures += 1
             log.error("digest mismatch for %s: %s", self.entry.ref or self.entry.path, e)
-            self._fail(FetchError(mismatch_message(self.entry)))
+            self._fail(BadBytes(mismatch_message(self.entry)))
         except BaseException as e:  # noqa: BLE001
             self._fail(e if isinstance(e, (BackendError, NotFound, AuthError)) else
                        FetchError(f"{self.entry.path}: {type(e).__name__}: {e}"))

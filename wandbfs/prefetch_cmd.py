@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import trio
 
@@ -123,6 +123,30 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
         raise BackendError(f"nothing could be prefetched under {prefix or '/'} in {detail.name}: "
                            f"{len(skipped)} references wandbfs cannot read")
     return len(entries) - len(skipped), total - sum(e.size for e in skipped)
+
+
+def prefetch_with_progress(target: Target, cache: ObjectCache, policy: FetchPolicy, files_at_once: int,
+                           label: str, quiet: bool) -> tuple[int, int]:
+    """``prefetch`` from a command: its own trio run, a progress bar on stderr unless ``quiet``."""
+    import sys
+
+    import click
+
+    bar: list[Any] = []
+
+    def on_total(n: int, total: int) -> None:
+        if not quiet:
+            bar.append(click.progressbar(length=total, label=f"{label} {n} files", file=sys.stderr))
+            bar[0].__enter__()
+
+    def progress(n: int) -> None:
+        if bar:
+            bar[0].update(n)
+    try:
+        return trio.run(lambda: prefetch(WandbClient(), target, cache, policy, files_at_once, on_total, progress))
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)
 
 
 def default_cache(cache_dir: Path | None) -> ObjectCache:

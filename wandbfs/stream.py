@@ -22,7 +22,7 @@ import urllib3
 
 from .cache import Hasher
 from .manifest import ManifestEntry
-from .prefetch import FetchError, FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
+from .prefetch import BadBytes, FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class UncachedStream:
             self.verified = ok
         if not ok:
             log.error("digest mismatch for %s (served without caching)", self.entry.ref or self.entry.path)
-            raise FetchError(mismatch_message(self.entry))
+            raise BadBytes(mismatch_message(self.entry))
 
     # ---- internals -------------------------------------------------------------------
     async def _get_block(self, b: int) -> bytes:
@@ -141,11 +141,10 @@ class UncachedStream:
         if start >= self.size:
             return
         log.info("hashing the unread %d bytes of %s (served without caching)", self.size - start, self.entry.path)
-        hasher_start = start
 
         def sink(pos: int, chunk: bytes) -> None:
             with self._lock:
                 if self._hashed == pos:
                     self._hasher.update(chunk)
                     self._hashed += len(chunk)
-        self.getter.fetch(hasher_start, self.size, sink)
+        self.getter.fetch(start, self.size, sink)
