@@ -68,8 +68,11 @@ class Lineage:
 
     def __init__(self, recorder: Recorder, *, journal: LineageJournal | None = None,
                  limiter: trio.CapacityLimiter | None = None, backoff_max: float = 30.0,
-                 missing_run_grace: float = 300.0) -> None:
+                 missing_run_grace: float = 300.0, gate: Any = None) -> None:
+        """``gate``: the mount's ``gate.Gate``; each record then runs under its deadline and
+        waits while W&B is not answering instead of piling up calls."""
         self.recorder = recorder
+        self.gate = gate
         self.journal = journal
         self.limiter = limiter or trio.CapacityLimiter(1)
         self.backoff_max = backoff_max
@@ -80,6 +83,9 @@ class Lineage:
         self._journaled_send, self._journaled_recv = trio.open_memory_channel[Use](math.inf)
         self._idle = trio.Event()
         self._idle.set()
+        self._unjournaled = 0          # noted, not yet on disk (what flush() waits for)
+        self._journaled = trio.Event()
+        self._journaled.set()
 
     def resume(self) -> int:
         """Load the journal: recorded keys are never sent again, pending ones are queued."""
@@ -107,6 +113,9 @@ class Lineage:
             return False
         self._seen.add(use.key)
         self._queue(use)
+        self._unjournaled += 1
+        if self._journaled.is_set():
+            self._journaled = trio.Event()
         self._send.send_nowait(use)
         return True
 
@@ -130,6 +139,16 @@ class Lineage:
                 use = replace(use, run=mount_run)
             await self._journal(use)
             self._journaled_send.send_nowait(use)
+            self._unjournaled -= 1
+            if self._unjournaled == 0:
+                self._journaled.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait (bounded) until every noted use is in the journal: at exit, what W&B has not
+        taken yet is then replayed by the next daemon. True if nothing is left unjournaled."""
+        with trio.move_on_after(timeout):
+            await self._journaled.wait()
+        return self._unjournaled == 0
 
     async def _record_stage(self) -> None:
         async for use in self._journaled_recv:
@@ -137,7 +156,7 @@ class Lineage:
             first_missing: float | None = None
             while True:
                 try:
-                    await trio.to_thread.run_sync(self.recorder, use, limiter=self.limiter)
+                    await self._send_one(use)
                     break
                 except RunMissing as e:
                     now = time.monotonic()
@@ -168,6 +187,15 @@ class Lineage:
             log.info("recorded use of %s (as %s) on %s", use.version_name, use.used_as, run)
             if self.stats.pending == 0:
                 self._idle.set()
+
+    async def _send_one(self, use: Use) -> None:
+        """One record, in a thread; abandoned at the deadline or at exit if W&B hangs (the
+        journal keeps the use for the next daemon, and a replay checks before sending)."""
+        async with self.limiter:
+            if self.gate is not None:
+                await self.gate.call(self.recorder, use)
+            else:
+                await trio.to_thread.run_sync(self.recorder, use, abandon_on_cancel=True)
 
     async def _journal(self, use: Use) -> None:
         if self.journal is None:

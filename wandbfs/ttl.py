@@ -51,5 +51,12 @@ class TtlMap(Generic[V]):
             del self._items[k]
         return len(keys)
 
+    def expire_where(self, pred: Callable[[Hashable], bool]) -> list[Hashable]:
+        """Expire (keep as stale) every key ``pred`` accepts; returns those keys."""
+        keys = [k for k in self._items if pred(k)]
+        for k in keys:
+            self._items[k] = (float("-inf"), self._items[k][1])
+        return keys
+
     def __len__(self) -> int:
         return len(self._items)

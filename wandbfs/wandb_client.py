@@ -41,6 +41,11 @@ class BackendError(WandbError):
     pass
 
 
+class Unreachable(BackendError):
+    """W&B gave no answer (a refused or dropped connection, a timeout, a deadline passed):
+    unlike an error W&B sent, this says nothing about the thing asked for."""
+
+
 def parse_time(s: str | None) -> float:
     """W&B timestamps are UTC without a zone ("2026-11-27T05:38:19")."""
     if not s:
@@ -105,19 +110,48 @@ class VersionDetail:
         return qualified_name(self.org, self.registry, self.collection, f"v{self.index}")
 
 
+_TRANSPORT_WORDS = ("connection refused", "connection reset", "connection aborted", "timed out", "timeout",
+                    "max retries exceeded", "giving up after", "unreachable", "name or service not known",
+                    "remote end closed", "service process is busy")
+
+
+def _no_answer(e: BaseException) -> bool:
+    """Did W&B fail to answer at all (transport), as opposed to answering with an error?"""
+    import requests
+    from wandb.sdk.lib.service.service_connection import WandbApiFailedError
+
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 6:
+        if isinstance(cur, (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError,
+                            ConnectionError, TimeoutError)):
+            return True
+        if isinstance(cur, WandbApiFailedError):
+            resp = cur.response
+            status = resp.http_status if resp is not None else 0
+            if not status or status in (408, 504):
+                return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    low = str(e).lower()
+    return any(w in low for w in _TRANSPORT_WORDS)
+
+
 def _classify(e: BaseException) -> WandbError:
     from wandb.errors import AuthenticationError, CommError
 
     text = str(e)
     if isinstance(e, AuthenticationError):
-        if "giving up after" in text or "connection refused" in text.lower():
-            return BackendError(f"W&B unreachable: {text}")
+        if _no_answer(e):
+            return Unreachable(f"W&B unreachable: {text}")
         return AuthError(text)
     if "401" in text or "403" in text and "Forbidden" in text or "not logged in" in text:
         return AuthError(text)
     if isinstance(e, (CommError, ValueError)) and (
             "not found" in text.lower() or "cannot be linked/fetched" in text or "Failed to load" in text):
         return NotFound(text)
+    if _no_answer(e):
+        return Unreachable(f"W&B unreachable: {type(e).__name__}: {text}")
     return BackendError(f"{type(e).__name__}: {text}")
 
 
@@ -158,6 +192,15 @@ class WandbClient:
             raise
         except Exception as e:  # noqa: BLE001 - the SDK raises many types; map them all
             raise _classify(e) from e
+
+    def probe(self) -> None:
+        """One real round trip to W&B (never an answer from the SDK's memory): the breaker's
+        test of whether W&B answers again."""
+        def run() -> None:
+            from wandb.sdk.internal._generated.operations import SERVER_FEATURES_QUERY_GQL
+
+            self.api()._service_api.execute_graphql(SERVER_FEATURES_QUERY_GQL)
+        self._call(run)
 
     # ---- identity ----------------------------------------------------------------------
     def viewer_orgs(self) -> list[str]:

@@ -104,3 +104,82 @@ def test_versions_are_loaded_once_and_concurrent_callers_share_one_call():
         with pytest.raises(NotFound):
             await cat.file_url(d, "missing.txt")
     trio.run(main)
+
+
+def test_expired_listings_are_served_at_once_and_refreshed_in_the_background():
+    """Stale-while-revalidate: W&B hanging never holds up a name seen before."""
+    from wandbfs.gate import Gate
+    from wandbfs.wandb_client import Unreachable
+
+    client = FakeClient()
+
+    async def main() -> None:
+        cat = Catalog(client, alias_ttl=0.05, list_ttl=0.05, gate=Gate(call_timeout=2), lookup_timeout=0.3)
+        async with trio.open_nursery() as n:
+            cat.nursery = n
+            assert await cat.resolve("acme", "model", "resnet", "production") == 0
+            await trio.sleep(0.1)                      # every listing expired
+            client.gate.clear()                        # W&B hangs
+            client.aliases["production"] = 1
+            with trio.fail_after(0.1):                 # served from the stale copies, no waiting
+                assert await cat.resolve("acme", "model", "resnet", "production") == 0
+                assert await cat.resolve("acme", "model", "resnet", "production") == 0
+            # one refresh per key at a time, however often it is asked
+            assert sum(1 for k in cat._flight._inflight if k[0] == "vers") == 1
+            # a name the stale listing lacks waits for W&B, bounded, then EIO (not ENOENT)
+            t0 = trio.current_time()
+            with pytest.raises(Unreachable):
+                await cat.resolve("acme", "model", "resnet", "brand-new")
+            assert trio.current_time() - t0 < 0.6
+            client.gate.set()                          # W&B answers: the refresh lands
+            with trio.fail_after(3):
+                while await cat.resolve("acme", "model", "resnet", "production") != 1:
+                    await trio.sleep(0.02)
+            with pytest.raises(NotFound):              # now W&B answered: a real miss
+                await cat.resolve("acme", "model", "resnet", "brand-new")
+            n.cancel_scope.cancel()
+    trio.run(main)
+
+
+def test_a_never_seen_version_waits_only_the_lookup_timeout_and_the_load_goes_on():
+    from wandbfs.gate import Gate
+    from wandbfs.wandb_client import Unreachable
+
+    client = FakeClient()
+
+    async def main() -> None:
+        cat = Catalog(client, gate=Gate(call_timeout=5), lookup_timeout=0.2)
+        async with trio.open_nursery() as n:
+            cat.nursery = n
+            client.gate.clear()
+            with pytest.raises(Unreachable):
+                await cat.version("acme", "model", "resnet", 1)
+            client.gate.set()
+            with trio.fail_after(3):                   # the same load finished in the background
+                d = await cat.version("acme", "model", "resnet", 1)
+            assert d.index == 1 and client.calls["version"] == 1
+            n.cancel_scope.cancel()
+    trio.run(main)
+
+
+def test_refresh_reloads_now_and_keeps_the_stale_copy_when_w_and_b_hangs():
+    from wandbfs.gate import Gate
+
+    client = FakeClient()
+
+    async def main() -> None:
+        cat = Catalog(client, alias_ttl=60, list_ttl=60, gate=Gate(call_timeout=2), lookup_timeout=0.2)
+        async with trio.open_nursery() as n:
+            cat.nursery = n
+            assert await cat.resolve("acme", "model", "resnet", "production") == 0
+            client.aliases["production"] = 1
+            assert await cat.refresh(("acme", "model")) >= 2
+            assert await cat.resolve("acme", "model", "resnet", "production") == 1   # reloaded now
+            client.gate.clear()
+            client.aliases["production"] = 0
+            with trio.fail_after(1):
+                await cat.refresh()                   # gives up after the lookup timeout
+                assert await cat.resolve("acme", "model", "resnet", "production") == 1   # stale kept
+            client.gate.set()
+            n.cancel_scope.cancel()
+    trio.run(main)
