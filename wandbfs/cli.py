@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .emulator.cli import emulator_group
+from .ops_cmd import PATH_ARG
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,7 +32,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=PATH_ARG)
 @click.option("--org", "orgs", multiple=True, help="Organization to show (repeatable; default: all yours).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Object cache (default: the SDK's, $WANDB_CACHE_DIR or ~/.cache/wandb, shared with "
@@ -128,16 +129,28 @@ def _one_line(msg: str) -> str:
 
 
 @main.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
-def unmount(mountpoint: Path) -> None:
-    """Unmount MOUNTPOINT and wait for the daemon to finish its W&B run."""
+@click.argument("mountpoint", type=PATH_ARG)
+@click.option("--force", is_flag=True,
+              help="Detach a mount whose daemon does not answer (stopped or hung): abort its FUSE "
+                   "connection, lazy unmount, kill the daemon. Pending lineage stays in the journal "
+                   "for the next mount.")
+@click.option("--timeout", default=15.0, show_default=True,
+              help="Seconds to wait for the daemon to exit after the unmount.")
+def unmount(mountpoint: Path, force: bool, timeout: float) -> None:
+    """Unmount MOUNTPOINT and wait for the daemon to finish its W&B run.
+
+    If the daemon does not answer (a command said it is stopped or hung), --force detaches it.
+    """
     from .mount import MountError, unmount as do_unmount
 
     try:
-        do_unmount(mountpoint.absolute())
+        done = do_unmount(mountpoint.absolute(), timeout=timeout, force=force)
     except MountError as e:
         click.echo(f"wandbfs: {e}", err=True)
         sys.exit(1)
+    if force:
+        click.echo(f"wandbfs: {mountpoint.absolute()}: {', '.join(done)}; pending lineage stays in its "
+                   "journal for the next mount", err=True)
 
 
 @main.command()
@@ -174,7 +187,7 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
 
 
 @main.command()
-@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.argument("mountpoint", required=False, type=PATH_ARG)
 @click.option("--pending", is_flag=True, help="Only uses not yet recorded in W&B.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
@@ -187,9 +200,11 @@ def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
     import json
     import time
 
+    from .control import all_daemons, find_daemon, stopped_message
     from .journal import read_journal
     from .mount import journal_file, state_dir
 
+    # Only files in the state directory: the mount point itself is never touched.
     files = [journal_file(mountpoint.absolute())] if mountpoint else sorted(state_dir().glob("lineage-*.jsonl"))
     rows = [e for f in files for e in read_journal(f).values() if e.pending or not pending]
     for e in sorted(rows, key=lambda e: e.time):
@@ -203,6 +218,12 @@ def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
                        f"as {e.used_as}  on {e.run}")
     if not rows and not as_json:
         click.echo("wandbfs: no pending uses" if pending else "wandbfs: no uses recorded yet", err=True)
+    daemons = [find_daemon(mountpoint)] if mountpoint else all_daemons()
+    stopped = [d for d in daemons if d is not None and d.stopped]
+    for d in stopped:
+        click.echo(f"wandbfs: {stopped_message(d)} (its pending uses wait until it runs again)", err=True)
+    if stopped:
+        sys.exit(1)
 
 
 main.add_command(emulator_group)

@@ -75,7 +75,10 @@ def state_dir() -> Path:
 
 
 def _mount_id(mountpoint: Path) -> str:
-    return hashlib.sha256(str(mountpoint.resolve()).encode()).hexdigest()[:16]
+    """Names the mount point's state files; never touches the mount point (see control.mount_path)."""
+    from .control import mount_id
+
+    return mount_id(mountpoint)
 
 
 def runtime_file(mountpoint: Path) -> Path:
@@ -92,22 +95,22 @@ def default_log_file(mountpoint: Path) -> Path:
 
 
 def is_mounted(mountpoint: Path) -> bool:
-    target = str(mountpoint.resolve())
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 1 and parts[1].encode().decode("unicode_escape") == target:
-                return True
-    return False
+    """From /proc/self/mountinfo alone: no syscall on the mount point, whose daemon may not answer."""
+    from .control import is_mounted as mounted
+
+    return mounted(mountpoint)
 
 
 def fusermount_unmount(mountpoint: Path, lazy: bool = False) -> None:
-    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(mountpoint)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    """fusermount3 -u (-z), else umount (-l); each bounded, so a hung mount cannot hold us."""
+    from .control import run_command
+
+    r = run_command(["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(mountpoint)])
     if r.returncode != 0:
-        r2 = subprocess.run(["umount"] + (["-l"] if lazy else []) + [str(mountpoint)], capture_output=True, text=True)
+        r2 = run_command(["umount"] + (["-l"] if lazy else []) + [str(mountpoint)])
         if r2.returncode != 0:
-            raise MountError(f"cannot unmount {mountpoint}: {r.stderr.strip() or r2.stderr.strip()}")
+            hint = "" if lazy else f" (close what is open in it, or `wandbfs unmount --force {mountpoint}`)"
+            raise MountError(f"cannot unmount {mountpoint}: {r.stderr.strip() or r2.stderr.strip()}{hint}")
 
 
 def load_lock(config: MountConfig) -> dict[tuple[str, str, str], dict[str, int]]:
@@ -123,40 +126,22 @@ def load_lock(config: MountConfig) -> dict[tuple[str, str, str], dict[str, int]]
 
 def preflight(config: MountConfig) -> None:
     """The checks that need no W&B call; each failure is one clear line."""
+    from .control import check_mount_point
+
     load_lock(config)
-    mp = config.mountpoint
-    try:
-        st = os.stat(mp)
-    except FileNotFoundError:
-        raise MountError(f"mount point {mp} does not exist") from None
-    except OSError as e:
-        if e.errno == errno.ENOTCONN:  # a daemon died (SIGKILL) and left its mount behind
-            log.warning("clearing the dead mount at %s", mp)
-            fusermount_unmount(mp, lazy=True)
-            st = os.stat(mp)
-        else:
-            raise MountError(f"mount point {mp}: {e.strerror}") from None
-    if not os.path.isdir(mp) or not (st.st_mode & 0o040000):
-        raise MountError(f"mount point {mp} is not a directory")
-    if is_mounted(mp) and _dead_mount(mp):
-        log.warning("clearing the dead mount at %s", mp)
-        fusermount_unmount(mp, lazy=True)
-    if is_mounted(mp):
-        raise MountError(f"{mp} is already mounted (wandbfs unmount {mp} first)")
-    if any(os.scandir(mp)):
-        raise MountError(f"mount point {mp} is not empty")
+    # A daemon still alive there (stopped, serving, or finishing) is refused with its pid;
+    # every syscall on the mount point runs with a deadline (a hung mount does not hold us).
+    check_mount_point(config.mountpoint)
     if not api_key_available():
         raise MountError("no W&B API key: set WANDB_API_KEY or run `wandb login`")
 
 
 def _dead_mount(mp: Path) -> bool:
     """A mount whose daemon died (SIGKILL): the kernel may still answer stat from its cache,
-    but listing it needs the daemon."""
-    try:
-        os.listdir(mp)
-    except OSError as e:
-        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
-    return False
+    but listing it needs the daemon. Bounded: MountError when it does not answer."""
+    from .control import dead_mount
+
+    return dead_mount(mp)
 
 
 def api_key_available() -> bool:
@@ -522,7 +507,8 @@ def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise MountError(f"the mount did not answer within {timeout:.0f}s (see {config.log_file})")
+            raise MountError(f"the mount did not answer within {timeout:.0f}s (see {config.log_file}; its daemon "
+                             f"is pid {pid}: `kill {pid}`)")
         ready_fds, _, _ = select.select([r], [], [], left)
         if not ready_fds:
             continue
@@ -533,31 +519,29 @@ def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
     os.close(r)
     msg = b"".join(chunks).decode()
     if msg != "OK":
-        os.waitpid(pid, 0)
+        from .control import wait_gone
+
+        # Bounded: a daemon that reported its failure but hangs on its way out must not hold us.
+        if not wait_gone(pid, 10.0):
+            msg = f"{msg or 'the mount failed'} (its daemon, pid {pid}, has not exited: kill {pid})"
+        else:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
         raise MountError(msg or "the daemon exited without a word")
     return 0
 
 
-def unmount(mountpoint: Path, timeout: float = 60.0) -> None:
-    """Unmount, then wait for the daemon to finish (it records lineage and closes its run)."""
-    info = None
-    rt = runtime_file(mountpoint)
-    if rt.exists():
-        try:
-            info = json.loads(rt.read_text())
-        except ValueError:
-            info = None
-    if not is_mounted(mountpoint):
-        raise MountError(f"{mountpoint} is not mounted")
-    fusermount_unmount(mountpoint)
-    if info:
-        pid = int(info["pid"])
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                raise MountError(f"unmounted, but the daemon (pid {pid}) is still running after {timeout:.0f}s")
-            time.sleep(0.05)
-        rt.unlink(missing_ok=True)
+def unmount(mountpoint: Path, timeout: float = 15.0, force: bool = False) -> list[str]:
+    """Unmount, then wait (bounded) for the daemon to finish; ``force`` detaches a daemon that
+    does not answer (see control.force_unmount). Returns what --force did."""
+    from .control import force_unmount, unmount as plain_unmount
+
+    if force:
+        return force_unmount(mountpoint)
+    plain_unmount(mountpoint, timeout)
+    return []
 
 
 def _alive(pid: int) -> bool:

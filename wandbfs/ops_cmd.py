@@ -4,6 +4,10 @@ No control socket: ``info`` and ``status`` read extended attributes the mount se
 (``user.wandb.*`` on every entry under a version, ``user.wandbfs.status`` on its root);
 ``refresh`` leaves the paths in the state directory and sends the daemon SIGHUP; ``lock``
 reads alias symlinks (or asks W&B for names).
+
+None of them waits on a daemon that does not answer: a stopped daemon is named at once
+(from /proc, without touching its mount), and every call on a mount runs with a deadline
+(control.bounded); both messages name the way out (``kill -CONT``, ``unmount --force``).
 """
 
 from __future__ import annotations
@@ -18,14 +22,29 @@ from typing import Any
 
 import click
 
+from .control import CALL_TIMEOUT, NoAnswer, Pending, bounded, daemon_problem, find_daemon, mount_path, \
+    no_answer_message, stopped_message
 from .eviction import format_size
 from .lockfile import LockEntry, render_lock
 from .names import Level, parse_mount_path
-from .resolve_cmd import (ResolveError, find_in_mounts, is_name, looks_like_path, read_mounts, resolve,
+from .resolve_cmd import (ResolveError, find_in_mounts, is_name, locate, looks_like_path, read_mounts, resolve,
                           resolve_name)
 
 XATTR = "user.wandb."
 STATUS_XATTR = "user.wandbfs.status"
+
+
+class UnstatedPath(click.ParamType):
+    """A path argument that click does not ``stat`` (``click.Path`` always does, and a stat of a
+    mount whose daemon does not answer blocks in the kernel)."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        return Path(value)
+
+
+PATH_ARG = UnstatedPath()
 
 
 def _fail(msg: str) -> None:
@@ -33,23 +52,36 @@ def _fail(msg: str) -> None:
     sys.exit(1)
 
 
-def read_info(path: str) -> dict[str, str]:
+def read_info(path: str | Path) -> dict[str, str]:
     """The ``user.wandb.*`` attributes of a path in a mount (after following alias symlinks)."""
     names = [n for n in os.listxattr(path) if n.startswith(XATTR)]
     return {n[len(XATTR):]: os.getxattr(path, n).decode() for n in names}
 
 
+def _mount_of(path: str | Path) -> str | None:
+    """The wandbfs mount that lexically holds ``path`` (no syscall on it)."""
+    hit = locate(os.path.abspath(path), read_mounts())
+    return hit[0] if hit else None
+
+
 @click.command("info")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=PATH_ARG)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info_command(path: str, as_json: bool) -> None:
+def info_command(path: Path, as_json: bool) -> None:
     """What the Registry knows about a file or folder in a mount.
 
     Its exact version, the aliases on it now, digest, md5, size, creation time and the
     version's metadata; the same values are extended attributes (getfattr -d -m user.wandb PATH).
     """
+    mp = _mount_of(path)
+    if mp and (problem := daemon_problem(mp)):
+        _fail(problem)
     try:
-        info = read_info(path)
+        info = bounded(read_info, path)
+    except NoAnswer as e:
+        _fail(no_answer_message(mp, e.timeout) if mp else f"{path} did not answer within {e.timeout:.0f}s")
+    except FileNotFoundError:
+        _fail(f"{path}: no such file or directory")
     except OSError as e:
         _fail(f"{path}: cannot read its attributes ({e.strerror}); is it inside a wandbfs mount?")
     if not info:
@@ -67,9 +99,9 @@ def info_command(path: str, as_json: bool) -> None:
             click.echo(f"{k:<{width}}  {info[k]}")
 
 
-def _mounts(mountpoint: str | None) -> list[str]:
+def _mounts(mountpoint: Path | None) -> list[str]:
     if mountpoint:
-        return [os.path.abspath(mountpoint)]
+        return [str(mount_path(mountpoint))]
     return list(dict.fromkeys(read_mounts()))
 
 
@@ -78,18 +110,30 @@ def read_status(mountpoint: str) -> dict[str, Any]:
 
 
 @click.command("status")
-@click.argument("mountpoint", required=False, type=click.Path())
+@click.argument("mountpoint", required=False, type=PATH_ARG)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per mount.")
-def status_command(mountpoint: str | None, as_json: bool) -> None:
+def status_command(mountpoint: Path | None, as_json: bool) -> None:
     """Per mount: cache hit ratio, bytes from the cache and from W&B, downloads in flight,
     lineage pending, errors, uptime. Without MOUNTPOINT, every wandbfs mount."""
     mounts = _mounts(mountpoint)
     if not mounts:
         _fail("no wandbfs mounts")
     failed = False
+    # Every mount is asked at once, each in a child process, under one deadline.
+    problems = {mp: daemon_problem(mp) for mp in mounts}
+    asked = {mp: Pending(read_status, mp) for mp in mounts if not problems[mp]}
+    deadline = time.monotonic() + CALL_TIMEOUT
     for mp in mounts:
+        if mp not in asked:
+            click.echo(f"wandbfs: {problems[mp]}", err=True)
+            failed = True
+            continue
         try:
-            s = read_status(mp)
+            s = asked[mp].result(deadline)
+        except NoAnswer:
+            click.echo(f"wandbfs: {no_answer_message(mp, CALL_TIMEOUT)}", err=True)
+            failed = True
+            continue
         except OSError as e:
             click.echo(f"wandbfs: {mp}: no status ({e.strerror}); is it a wandbfs mount?", err=True)
             failed = True
@@ -113,23 +157,25 @@ def status_command(mountpoint: str | None, as_json: bool) -> None:
 
 
 @click.command("refresh")
-@click.argument("mountpoint", type=click.Path(exists=True, file_okay=False))
+@click.argument("mountpoint", type=PATH_ARG)
 @click.argument("paths", nargs=-1)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the daemon.")
-def refresh_command(mountpoint: str, paths: tuple[str, ...], timeout: float) -> None:
+def refresh_command(mountpoint: Path, paths: tuple[str, ...], timeout: float) -> None:
     """Drop the mount's listing and alias caches now (all, or under each PATH).
 
     PATH is relative to MOUNTPOINT (acme/model/resnet50) or a path inside it. The next
     listing or alias lookup asks W&B. Same as SIGHUP to the daemon, which drops everything.
     """
-    from .mount import refresh_file, runtime_file, taking_file
+    from .mount import refresh_file, taking_file
 
     mp = Path(mountpoint).absolute()
-    try:
-        pid = int(json.loads(runtime_file(mp).read_text())["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError):
+    daemon = find_daemon(mp)
+    if daemon is None:
         _fail(f"{mp}: no running wandbfs daemon of yours is serving it")
+    assert daemon is not None
+    if daemon.stopped:
+        _fail(stopped_message(daemon))
+    pid = daemon.pid
     rels = []
     for p in paths:
         rel = os.path.relpath(os.path.abspath(p), mp) if os.path.isabs(p) else p
@@ -143,7 +189,7 @@ def refresh_command(mountpoint: str, paths: tuple[str, ...], timeout: float) -> 
     deadline = time.monotonic() + timeout
     while req.exists() or taking_file(mp).exists():
         if time.monotonic() > deadline:
-            _fail(f"the daemon (pid {pid}) did not take the refresh within {timeout:.0f}s")
+            _fail(f"the refresh was not taken: {no_answer_message(mp, timeout)}")
         time.sleep(0.02)
     click.echo(f"wandbfs: refreshed {', '.join(rels) if rels else 'everything'} in {mp}")
 

@@ -35,7 +35,8 @@ class Mounted:
     def runtime(self) -> dict[str, object]:
         import hashlib
 
-        mid = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        # The parent resolved, the name kept: stat of the mount point blocks when its daemon is stopped.
+        mid = hashlib.sha256(str(self.path.parent.resolve() / self.path.name).encode()).hexdigest()[:16]
         return json.loads((Path(self.env["WANDBFS_STATE_DIR"]) / f"mount-{mid}.json").read_text())
 
     @property
