@@ -66,6 +66,12 @@ def main() -> None:
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
 @click.option("--read-timeout", default=30.0, show_default=True,
               help="Seconds without bytes before a download is abandoned and retried.")
+@click.option("--lookup-timeout", default=5.0, show_default=True,
+              help="Seconds a name never seen before waits for W&B, then EIO. Anything seen once "
+                   "(listings, aliases, manifests, cached files) is served without waiting on W&B.")
+@click.option("--wandb-timeout", default=30.0, show_default=True,
+              help="The daemon's deadline on any one W&B call; past it the call is abandoned and "
+                   "W&B counts as not answering until a probe gets through.")
 @click.option("--verify", type=click.Choice(["stream", "strict"]), default="stream", show_default=True,
               help="stream: serve each read as soon as its bytes arrive; the read that reaches the end "
                    "of a file fails with EIO if the whole-file digest does not match. strict: serve "
@@ -90,7 +96,8 @@ def main() -> None:
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache_max_size: str | None,
           cache_min_free: str, lock_file: Path | None, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
-          no_lineage: bool, reader_runs: bool, missing_run_grace: float, access_log: Path | None, allow_other: bool, read_timeout: float, verify: str, part_size: int,
+          no_lineage: bool, reader_runs: bool, missing_run_grace: float, access_log: Path | None, allow_other: bool, read_timeout: float, lookup_timeout: float,
+          wandb_timeout: float, verify: str, part_size: int,
           concurrency: int, warm: bool, read_ahead_kb: int, xattrs: bool, metrics_addr: str | None, log_format: str,
           foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
@@ -110,6 +117,7 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
                          run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
+                         lookup_timeout=lookup_timeout, wandb_timeout=wandb_timeout,
                          part_size=part_size << 20, concurrency=concurrency, read_ahead_kb=read_ahead_kb, warm=warm,
                          log_file=log_file.absolute() if log_file else None, debug=debug)
     try:

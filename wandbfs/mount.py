@@ -40,6 +40,8 @@ class MountConfig:
     list_ttl: float = 60.0
     negative_ttl: float = 30.0
     lineage: bool = True
+    lookup_timeout: float = 5.0      # a name never seen waits this long for W&B, then EIO
+    wandb_timeout: float = 30.0      # the daemon's deadline on any one W&B call
     entity: str | None = None
     project: str = "wandbfs"
     job_type: str = "wandbfs-mount"
@@ -177,20 +179,28 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     # A WANDB_SERVICE inherited from a calling process that uses wandb points at that
     # process's wandb-core, which goes away with it: the daemon starts its own.
     os.environ.pop("WANDB_SERVICE", None)
+    # The daemon holds no directory busy (the caller's working directory could never be
+    # unmounted), and the SDK's run files (./wandb/) go under the state dir, not there.
+    _detach_from_cwd(config)
     # Bounded W&B calls: by default wandb-core retries a GraphQL call for minutes, which a
     # filesystem lookup cannot wait for. The user's own settings win.
     for var, value in (("WANDB__GRAPHQL_RETRY_MAX", "3"), ("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS", "1"),
                        ("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS", "2"), ("WANDB_HTTP_TIMEOUT", "20")):
         os.environ.setdefault(var, value)
+    from .gate import Gate, call_with_deadline
+
     client = WandbClient()
     mount_run: MountRun | None = None
     cache_root = config.cache_dir or default_cache_root()
     meta = MetaStore(Path(cache_root) / "wandbfs-meta")
     offline = False
+    paths = _DaemonPaths.of(config.mountpoint)  # computed before the mount: never a syscall on it later
     try:
         locks = load_lock(config)
         try:
-            client.api()
+            # Login and one real round trip, under the daemon's deadline: a hanging W&B must
+            # not keep the mount from starting on what is cached.
+            call_with_deadline(client.probe, config.lookup_timeout + 10, "login")
         except BackendError as e:
             # W&B is down: start anyway when there is something cached to serve.
             if config.orgs is None and meta.load_listing(("orgs",)) is None:
@@ -198,7 +208,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
             log.warning("W&B unreachable at start (%s); serving cached versions until it is back", e)
             offline = True
         if config.orgs and not offline:
-            known = client.viewer_orgs()
+            known = call_with_deadline(client.viewer_orgs, config.wandb_timeout, "organizations")
             for org in config.orgs:
                 if org not in known:
                     raise MountError(f"unknown organization {org!r} (you belong to: {', '.join(known) or 'none'})")
@@ -233,7 +243,12 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     exit_code = 0
 
     async def main() -> None:
-        catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl, meta=meta)
+        gate = Gate(call_timeout=config.wandb_timeout, probe=client.probe,
+                    probe_timeout=max(config.lookup_timeout, 5.0))
+        if offline:
+            gate._trip("W&B did not answer at start")
+        catalog = Catalog(client, config.orgs, alias_ttl=config.alias_ttl, list_ttl=config.list_ttl, meta=meta,
+                          gate=gate, lookup_timeout=config.lookup_timeout)
         catalog.locks = locks
         if locks:
             log.info("aliases locked by %s: %s", config.lock_file, ", ".join(
@@ -245,7 +260,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                                              part_size=config.part_size, concurrency=config.concurrency),
                           evictor=evictor)
         lineage = Lineage(recorder, journal=LineageJournal(journal_file(config.mountpoint)),
-                          missing_run_grace=config.missing_run_grace) if recorder else None
+                          missing_run_grace=config.missing_run_grace, gate=gate) if recorder else None
         if lineage:
             lineage.resume()
         access_log = AccessLog(config.access_log) if config.access_log else None
@@ -253,7 +268,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         if config.metrics_addr:
             from .metrics import Metrics
             metrics = Metrics()
-            catalog.observe = metrics.observe_call
+            gate.observe = metrics.observe_call
             fetcher.metrics = metrics
         fs = WandbFS(catalog, fetcher, lineage, FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl,
                                                           negative_ttl=config.negative_ttl, verify=config.verify, warm=config.warm,
@@ -284,10 +299,11 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         terminated: list[int] = []
         try:
             async with trio.open_nursery() as nursery:
-                fetcher.nursery = fs.nursery = nursery
+                fetcher.nursery = fs.nursery = catalog.nursery = nursery
+                nursery.start_soon(gate.run)
                 if lineage:
                     nursery.start_soon(lineage.run)
-                nursery.start_soon(_signals, fs, terminated, config.mountpoint)
+                nursery.start_soon(_signals, fs, terminated, paths)
                 nursery.start_soon(_announce, config.mountpoint, on_ready, config.read_ahead_kb)
                 await pyfuse3.main()
                 gone[0] = not terminated
@@ -295,8 +311,10 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
                     # Unmount first, so no reader sees a dead mount while lineage drains.
                     pyfuse3.close(unmount=True)
                     closed[0] = True
-                if lineage and not await lineage.drain(30):
-                    log.error("%d lineage records could not be sent before exit", lineage.stats.pending)
+                log.info("unmounted; stopping downloads, flushing lineage")
+                _cancel_downloads(fetcher)
+                if lineage:
+                    await _drain_lineage(lineage, gate)
                 nursery.cancel_scope.cancel()
         finally:
             if not closed[0]:
@@ -312,12 +330,89 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     except SystemExit as e:
         exit_code = int(e.code or 0)
     finally:
-        if mount_run is not None:
+        if mount_run is not None and mount_run.run is not None:
             try:
-                mount_run.finish()
+                call_with_deadline(mount_run.finish, FINISH_TIMEOUT, "finishing the mount's run")
+            except BackendError as e:
+                log.error("%s; W&B will mark the run crashed, its recorded inputs stay", e)
             except Exception:  # noqa: BLE001
                 log.exception("finishing the mount's W&B run failed")
+        _stop_wandb_core()
+    log.info("daemon exiting")
     return exit_code
+
+
+FINISH_TIMEOUT = 4.0      # run.finish() at exit; with the drain and the rest, the daemon exits in < 10 s
+DRAIN_TIMEOUT = 3.0       # pending lineage sent at exit while W&B answers; the rest stays journaled
+
+
+@dataclass(frozen=True)
+class _DaemonPaths:
+    """The state files a running daemon uses, named once before it mounts: resolving the
+    mount point later would stat our own mount from the request loop, which then waits on
+    itself (SIGHUP deadlocked the daemon that way)."""
+
+    mountpoint: Path
+    refresh: Path
+    taking: Path
+
+    @classmethod
+    def of(cls, mountpoint: Path) -> "_DaemonPaths":
+        return cls(mountpoint, refresh_file(mountpoint), taking_file(mountpoint))
+
+
+def _detach_from_cwd(config: MountConfig) -> None:
+    """Make the config's paths absolute, point the SDK's run dir at the state dir, chdir /."""
+    for name in ("mountpoint", "cache_dir", "lock_file", "access_log", "log_file"):
+        value = getattr(config, name)
+        if value is not None:
+            setattr(config, name, Path(os.path.abspath(value)))
+    sdk_dir = state_dir() / "sdk"
+    sdk_dir.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("WANDB_DIR", str(sdk_dir))
+    os.chdir("/")
+
+
+def _cancel_downloads(fetcher: object) -> None:
+    """Stop every download in flight at once and remove its temp file (SIGTERM, unmount)."""
+    cancel = getattr(fetcher, "cancel_all", None)
+    if cancel is not None:
+        n = cancel()
+        if n:
+            log.info("cancelled %d downloads in flight", n)
+
+
+async def _drain_lineage(lineage: object, gate: object) -> None:
+    """Every use on disk first (local, quick), then what W&B takes within DRAIN_TIMEOUT."""
+    await lineage.flush(DRAIN_TIMEOUT)  # type: ignore[attr-defined]
+    if getattr(gate, "offline_for", None) is not None:
+        pending = lineage.stats.pending  # type: ignore[attr-defined]
+        if pending:
+            log.warning("W&B is not answering: %d lineage uses stay in the journal for the next mount", pending)
+        return
+    if not await lineage.drain(DRAIN_TIMEOUT):  # type: ignore[attr-defined]
+        log.error("%d lineage uses could not be sent before exit; they stay in the journal for the next mount",
+                  lineage.stats.pending)  # type: ignore[attr-defined]
+
+
+def _stop_wandb_core() -> None:
+    """wandb-core outlives a run that could not finish: end the daemon's own, by pid."""
+    me = str(os.getpid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+        except OSError:
+            continue
+        if fields[1] == me and comm.startswith("wandb-core"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                log.info("stopped wandb-core (pid %s)", entry.name)
+            except ProcessLookupError:
+                pass
 
 
 async def _announce(mountpoint: Path, on_ready: Callable[[str | None], None], read_ahead_kb: int) -> None:
@@ -355,15 +450,14 @@ def taking_file(mountpoint: Path) -> Path:
     return refresh_file(mountpoint).with_suffix(".taking")
 
 
-def take_refresh_request(mountpoint: Path) -> list[tuple[str, ...]]:
+def _take_refresh(paths: "_DaemonPaths") -> list[tuple[str, ...]]:
     """The subtrees asked for (org[, registry[, collection]]); [] = everything.
 
     The request is renamed to the "taking" file (so a request arriving meanwhile starts a
     new one); the caller removes that once the refresh is done."""
-    path = refresh_file(mountpoint)
     try:
-        os.replace(path, taking_file(mountpoint))
-        lines = taking_file(mountpoint).read_text().splitlines()
+        os.replace(paths.refresh, paths.taking)
+        lines = paths.taking.read_text().splitlines()
     except FileNotFoundError:
         return []
     out: list[tuple[str, ...]] = []
@@ -375,21 +469,23 @@ def take_refresh_request(mountpoint: Path) -> list[tuple[str, ...]]:
     return out
 
 
-async def _signals(fs: object, terminated: list[int], mountpoint: Path) -> None:
+async def _signals(fs: object, terminated: list[int], paths: "_DaemonPaths") -> None:
     import pyfuse3
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             if sig == signal.SIGHUP:
-                prefixes = take_refresh_request(mountpoint)
+                # The request file lives in the state dir, never on our own mount; its
+                # path was named before mounting (see _DaemonPaths).
+                prefixes = await trio.to_thread.run_sync(_take_refresh, paths)
                 if not prefixes:
                     n = await fs.refresh()  # type: ignore[attr-defined]
                     log.info("SIGHUP: dropped %d listing and alias caches", n)
                 for prefix in prefixes:
                     n = await fs.refresh(prefix)  # type: ignore[attr-defined]
                     log.info("refresh %s: dropped %d listing and alias caches", "/".join(prefix), n)
-                taking_file(mountpoint).unlink(missing_ok=True)
+                paths.taking.unlink(missing_ok=True)
                 continue
             log.info("signal %d: unmounting", sig)
             terminated.append(sig)
@@ -440,11 +536,17 @@ def mount_foreground(config: MountConfig) -> int:
         _clear_runtime(config)
     if failure:
         raise MountError(failure[0])
-    return code
+    # The SDK's atexit teardown waits on wandb-core, which may wait on a hanging W&B: the
+    # daemon has finished (or given up on) its run within its own deadline already.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _write_runtime(config: MountConfig) -> None:
-    info = {"pid": os.getpid(), "mountpoint": str(config.mountpoint.resolve()),
+    # Not .resolve(): this runs once the mount answers, and resolving stats our own mount.
+    info = {"pid": os.getpid(), "mountpoint": os.path.abspath(config.mountpoint),
             "log_file": str(config.log_file or default_log_file(config.mountpoint)), "started": time.time()}
     path = runtime_file(config.mountpoint)
     path.write_text(json.dumps(info))

@@ -28,7 +28,7 @@ def test_outage_serves_cached_versions_then_recovers(outage, outage_env, mount):
     assert time.monotonic() - t0 < 60
     outage.up()
     wait_for(lambda: _readable(coll / "v2/pytorch_model.bin"), timeout=60, what="recovery after the outage")
-    assert "W&B unreachable" in m.log and "reachable again" in m.log
+    assert "W&B stopped answering" in m.log and "W&B answering again" in m.log
 
 
 def test_mount_started_during_an_outage_serves_the_cache(outage, outage_env, mount):
