@@ -64,6 +64,10 @@ DIGEST_HEADER: Final[bytes] = b"wandb-artifact-manifest-v1\n"
 _ALG_TAGS: Final[dict[str, Alg]] = {"MD5": "md5", "XXH128": "xxh128"}
 _DIGEST_BYTES: Final = 16  # md5 and xxh128 are both 128-bit
 
+MAX_SIZE: Final = 2**63 - 1
+"""The largest file size a file system can report (``st_size`` is a signed 64-bit ``off_t``);
+a larger one would make the whole version folder fail (``OverflowError`` in ``readdir``)."""
+
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -242,6 +246,8 @@ def _parse_entry(path: str, raw: Any) -> ManifestEntry | str:
         return f"size is not an integer: {size!r}"
     if size < 0:
         return f"negative size: {size}"
+    if size > MAX_SIZE:
+        return f"size out of range: {size} (more than 2^63-1 bytes)"
 
     extra = raw.get("extra", {})
     if extra is None:

@@ -7,6 +7,10 @@ worker threads, the parts readers are waiting for first, the rest in order. A ha
 follows the contiguous prefix; at the end the digest decides: the temp file is renamed into
 the object cache, or the item fails and every waiter gets the error. W&B publishes only a
 whole-file digest, so the guarantee is: no read that reaches EOF succeeds on wrong bytes.
+Before that, bytes land only where they belong: a 206 is written only if its Content-Range
+is the range asked for (else the part is fetched again), a 200 to a ranged GET is read from
+the part's start. A part that storage leaves waiting ``read_timeout`` seconds in all, over
+its retries, fails; a temp file removed under the download is replaced, not an error.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import urllib3
 
 from .cache import DigestMismatch, Hasher, ObjectCache
 from .manifest import ManifestEntry
-from .ranges import RangeSet
+from .ranges import RangeSet, content_range_problem
 from .wandb_client import AuthError, BackendError, NotFound
 
 log = logging.getLogger(__name__)
@@ -59,15 +63,20 @@ class Transient(Exception):
 
 @dataclass
 class FetchPolicy:
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0        # a stalled body is abandoned after this
-    attempts: int = 5                 # transient failures (5xx, 429, resets, stalls) per part
+    read_timeout: float = 30.0        # a part that gets no byte for this long, over all its retries, fails
+    attempts: int = 5                 # transient failures (5xx, 429, resets, stalls, wrong ranges) in a row
     digest_attempts: int = 2          # strict mode: a digest mismatch is fetched once more, then EIO
     url_refreshes: int = 2            # expired signed URL: ask W&B for a fresh one
     backoff_base: float = 0.2
     backoff_max: float = 5.0
     part_size: int = 8 << 20          # ranged GET size for large files
     concurrency: int = 4              # parallel part downloads per object
+    max_connect_timeout: float = 10.0
+
+    @property
+    def connect_timeout(self) -> float:
+        """Follows ``read_timeout`` (``--read-timeout 3`` must not wait 10 s for a SYN-ACK)."""
+        return min(self.max_connect_timeout, self.read_timeout)
 
 
 @dataclass
@@ -127,13 +136,13 @@ class RangeGetter:
                  headers: Mapping[str, str] | None = None, check: ResponseCheck | None = None,
                  skip_unranged: bool = False, follow_redirects: bool = False) -> None:
         """``headers`` go on every request; ``check`` sees every response first (references use
-        it to refuse an object that changed since it was logged); ``skip_unranged`` accepts a
-        whole-body 200 to a ranged request by skipping to the start (a server without Range);
-        ``follow_redirects`` follows up to 5 (the pool's ``retries=False`` returns a 3xx as is)."""
+        it to refuse an object that changed since it was logged); ``follow_redirects`` follows
+        up to 5 (the pool's ``retries=False`` returns a 3xx as is). A 200 to a ranged request
+        (a server or proxy that ignored Range) is always used, by skipping to the part's start,
+        so ``skip_unranged`` no longer changes anything (kept for its callers)."""
         self.entry = entry
         self.headers = dict(headers or {})
         self.check = check
-        self.skip_unranged = skip_unranged
         self.retries = FOLLOW_REDIRECTS if follow_redirects else None
         self.size = entry.size
         self.policy = policy
@@ -145,6 +154,7 @@ class RangeGetter:
         self._lock = threading.Lock()
         self._url: str | None = None
         self._refreshes = 0
+        self._warned_unranged = False
 
     def _url_for(self, refresh: bool) -> str:
         with self._lock:
@@ -162,46 +172,71 @@ class RangeGetter:
         return url
 
     def fetch(self, start: int, end: int, sink: Sink) -> None:
-        """Deliver ``[start, end)`` to ``sink``, retrying; raises FetchError when it gives up."""
+        """Deliver ``[start, end)`` to ``sink``, retrying; raises FetchError when it gives up.
+
+        A retry resumes after the last byte delivered. The part gives up after ``attempts``
+        failures in a row without a byte, or once storage has kept it waiting
+        ``read_timeout`` seconds in all since its last byte (a stall is not retried into
+        ``attempts x read_timeout``); any byte that arrives resets both. The first attempt
+        gets half of that wait, so a connection that went silent (half-open, a stuck proxy)
+        is replaced by a fresh one within the same deadline; our own backoff sleeps are not
+        storage's wait and do not count.
+        """
         p = self.policy
-        pos = start
+        got = _Progress(start, time.monotonic())
+
+        def tracked(pos: int, chunk: bytes) -> None:
+            sink(pos, chunk)
+            got.pos, got.at = pos + len(chunk), time.monotonic()
+
+        waited = 0.0        # seconds storage kept this part waiting since its last byte
         transient = 0
         refresh = False
-        while pos < end:
+        while got.pos < end:
             url = self._url_for(refresh)
             refresh = False
+            before, t0 = got.pos, time.monotonic()
             try:
-                pos = self._get_range(url, pos, end, sink)
+                left = p.read_timeout - waited
+                self._get_range(url, got.pos, end, tracked, left / 2 if transient == 0 else left)
             except UrlRefused as e:
                 log.info("signed URL for %s refused (%s); refreshing", self.entry.path, e)
                 refresh = True
             except Transient as e:
+                now = time.monotonic()
+                if got.pos > before:   # bytes arrived: count and wait start again from the last one
+                    transient, waited = 0, now - got.at
+                else:
+                    waited += now - t0
                 transient += 1
                 self.stats.retries += 1
+                if waited >= p.read_timeout:
+                    raise FetchError(f"{self.entry.path}: no bytes from storage for {waited:.1f}s "
+                                     f"(read timeout {p.read_timeout:g}s, {transient} attempts): {e}") from e
                 if transient >= p.attempts:
                     raise FetchError(f"{self.entry.path}: download failed after {transient} attempts: {e}") from e
                 delay = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
                 log.warning("download of %s failed at byte %d (%s); retry %d in %.2fs",
-                            self.entry.path, pos, e, transient, delay)
+                            self.entry.path, got.pos, e, transient, delay)
                 time.sleep(delay)
                 if self.cancelled():
                     return
 
-    def _get_range(self, url: str, start: int, end: int, sink: Sink) -> int:
-        """GET ``[start, end)``; returns how far it got (== end on success)."""
-        p = self.policy
+    def _get_range(self, url: str, start: int, end: int, sink: Sink, wait: float) -> None:
+        """GET ``[start, end)`` into ``sink``, waiting at most ``wait`` s for any one byte;
+        Transient if it ended early (the sink has what arrived)."""
         whole = start == 0 and end == self.size
         headers = dict(self.headers)
         if not whole:
             headers["Range"] = f"bytes={start}-{end - 1}"
+        wait = max(wait, 0.001)
         try:
             r = self.http.request("GET", url, headers=headers, preload_content=False, redirect=True,
-                                  timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout),
+                                  timeout=urllib3.Timeout(connect=min(self.policy.connect_timeout, wait), read=wait),
                                   **({"retries": self.retries} if self.retries is not None else {}))
         except urllib3.exceptions.HTTPError as e:
             raise Transient(f"{type(e).__name__}: {e}") from e
-        complete = False
-        unranged = False
+        complete = cut = False
         pos = start
         try:
             if self.check is not None:
@@ -212,10 +247,7 @@ class RangeGetter:
                 raise NotFound(f"{self.entry.path}: storage has no such object (HTTP 404)")
             if r.status in (408, 429) or r.status >= 500:
                 raise Transient(f"HTTP {r.status}")
-            unranged = r.status == 200 and not whole
-            if r.status not in (200, 206) or (unranged and not self.skip_unranged):
-                raise FetchError(f"{self.entry.path}: unexpected HTTP {r.status} for a range request")
-            skip = start if unranged else 0
+            skip = self._body_offset(r.status, r.headers, start, end, whole)
             for chunk in r.stream(CHUNK, decode_content=False):
                 if skip:
                     dropped = min(skip, len(chunk))
@@ -224,6 +256,7 @@ class RangeGetter:
                         continue
                 chunk = chunk[: end - pos]
                 if not chunk:
+                    cut = True   # the body goes on past the part (a whole object for a range)
                     break
                 deliver(self.entry, sink, pos, chunk)
                 self.stats.bytes_downloaded += len(chunk)
@@ -234,10 +267,54 @@ class RangeGetter:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise Transient(f"{type(e).__name__}: {e} (at byte {pos})") from e
         finally:
-            if not complete or unranged:
+            if not complete or cut:
                 r.close()  # unread bytes would poison the next request on this connection
             r.release_conn()
-        return pos
+
+    def _body_offset(self, status: int, headers: urllib3.HTTPHeaderDict, start: int, end: int, whole: bool) -> int:
+        """Where ``start`` is in this response's body: 0 for the range asked for, ``start`` for
+        the whole object (a server that ignored Range); Transient for anything else (the part
+        is asked for again), never bytes written at an offset they do not belong at."""
+        if status == 206:
+            problem = content_range_problem(headers.get("Content-Range"), start, end, self.size)
+            if problem is not None:
+                raise Transient(problem)
+            return 0
+        if status != 200:
+            raise FetchError(f"{self.entry.path}: unexpected HTTP {status} for a range request")
+        length = (headers.get("Content-Length") or "").strip()
+        if length.isascii() and length.isdigit() and int(length) != self.size:
+            raise Transient(f"a 200 of {int(length)} bytes for a {self.size}-byte object")
+        if not whole and not self._warned_unranged:
+            self._warned_unranged = True
+            log.warning("storage ignored Range for %s (HTTP 200, the whole object): reading each part "
+                        "from the start of the body", self.entry.path)
+        return start
+
+
+@dataclass
+class _Progress:
+    """How far one part got, and when its last byte arrived."""
+
+    pos: int
+    at: float
+
+
+def copy_fd(src: int, dst: int, count: int, offset: int = 0) -> None:
+    """Copy ``count`` bytes at ``offset`` from one file to the same offset of another
+    (in the kernel where it can: ``copy_file_range``)."""
+    end = offset + count
+    while offset < end:
+        try:
+            n = os.copy_file_range(src, dst, end - offset, offset, offset)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            data = os.pread(src, min(CHUNK * 4, end - offset), offset)
+            n = os.pwrite(dst, data, offset) if data else 0
+        if n == 0:
+            raise FetchError(f"copying a temp file: nothing at byte {offset} of {end}")
+        offset += n
 
 
 def mismatch_message(entry: ManifestEntry) -> str:
@@ -370,14 +447,13 @@ class FillItem:
                 self._parts[p] = DONE
 
     def _write(self, pos: int, chunk: bytes) -> None:
-        os.pwrite(self.fd, chunk, pos)
-        self._mark(pos, pos + len(chunk))
-
-    def _mark(self, start: int, end: int) -> None:
+        # Write and mark under one lock: the temp file can be replaced (``_move_to_new_temp``),
+        # and a range marked present must be in the file readers read from.
         with self._lock:
+            os.pwrite(self.fd, chunk, pos)
             if self.first_byte_s is None:
                 self.first_byte_s = time.monotonic() - self.started
-            self.present.add(start, end)
+            self.present.add(pos, pos + len(chunk))
             ready = [w for w in self._waiters if self.present.contains(w[0], w[1])]
             if ready:
                 self._waiters = [w for w in self._waiters if w not in ready]
@@ -395,6 +471,48 @@ class FillItem:
         for _, _, ev in waiters:
             self._token.run_sync_soon(ev.set)
 
+    MAX_TEMP_MOVES = 3
+    """A temp file removed under the download is replaced this many times, then EIO."""
+
+    def _commit(self, hasher: Hasher) -> Path:
+        """Rename the complete temp file into the cache. Someone may have removed it (the
+        SDK's ``cleanup(remove_temp=True)`` empties ``artifacts/tmp``): its bytes are still
+        ours through the open descriptor, so they move to a new temp and the rename is tried
+        again; no byte is fetched twice and no reader sees a hole."""
+        for moves in range(self.MAX_TEMP_MOVES + 1):
+            try:
+                if os.fstat(self.fd).st_nlink > 0:
+                    return self.cache.commit(self.tmp, self.entry, hasher=hasher)
+            except FileNotFoundError:   # removed between the check and the rename
+                if os.fstat(self.fd).st_nlink > 0:
+                    raise
+            if moves == self.MAX_TEMP_MOVES:
+                break
+            log.warning("the temp file of %s was removed during its download (%s; the SDK's cache "
+                        "cleanup does this): moving its %d bytes to a new one", self.entry.path, self.tmp,
+                        self.size)
+            self._move_to_new_temp()
+        raise FetchError(f"{self.entry.path}: its temp file in {self.cache.tmp_dir} was removed "
+                         f"{self.MAX_TEMP_MOVES + 1} times")
+
+    def _move_to_new_temp(self) -> None:
+        """Copy every byte of the (unlinked) temp file into a new one and read from that.
+
+        Called by the hasher once all bytes are present; a worker still finishing a part
+        writes the same bytes, under the lock, into whichever file is current."""
+        fd, tmp = self.cache.new_temp()
+        try:
+            os.ftruncate(fd, self.size)
+            copy_fd(self.fd, fd, self.size)
+            self.cache.hold(fd)
+        except BaseException:
+            os.close(fd)
+            self.cache.discard(tmp)
+            raise
+        with self._lock:
+            old, self.fd, self.tmp = self.fd, fd, tmp
+        os.close(old)
+
     def run_hasher(self) -> None:
         """Hash the contiguous prefix as it grows, then verify and commit (or fail)."""
         hasher = Hasher.for_entry(self.entry)
@@ -411,7 +529,7 @@ class FillItem:
                     n = min(CHUNK * 4, upto - pos)
                     hasher.update(os.pread(self.fd, n, pos))
                     pos += n
-            self.path = self.cache.commit(self.tmp, self.entry, hasher=hasher)
+            self.path = self._commit(hasher)
             self.cache.mark_verified(self.path, self.entry)
             self.stats.downloads += 1
             elapsed = time.monotonic() - self.started

@@ -1,11 +1,13 @@
 """Which byte ranges of an object are present: the bookkeeping behind streaming reads.
 
-Half-open intervals ``[start, end)``, kept sorted and merged. Pure logic, no I/O.
+Half-open intervals ``[start, end)``, kept sorted and merged; and whether a ranged
+response's ``Content-Range`` is the range that was asked for. Pure logic, no I/O.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 
 
 class RangeSet:
@@ -57,3 +59,43 @@ class RangeSet:
 
     def intervals(self) -> list[tuple[int, int]]:
         return list(zip(self._starts, self._ends))
+
+
+# ---- Content-Range: is this response the bytes we asked for? ---------------------------
+
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", re.ASCII | re.IGNORECASE)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes FIRST-LAST/TOTAL`` -> ``(first, last + 1, total)`` (``total`` None for ``*``).
+
+    ``None`` for a missing header or anything else (another unit, ``bytes */SIZE``, a last
+    byte before the first or past the total): such a 206 cannot say where its body goes.
+    """
+    m = _CONTENT_RANGE.fullmatch(value or "")
+    if m is None:
+        return None
+    first, last = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if last < first or (total is not None and last >= total):
+        return None
+    return first, last + 1, total
+
+
+def content_range_problem(value: str | None, start: int, end: int, size: int) -> str | None:
+    """Why a 206 carrying ``Content-Range: value`` must not be written at ``start``, or None.
+
+    The body goes at ``[start, end)`` of a ``size``-byte object only when the server says it
+    is exactly that range of an object of that size: a body for another range (a proxy that
+    shifted or clipped it) or of another object (another size) would be wrong bytes at a
+    right-looking offset, which no later read could tell from the real ones before EOF.
+    """
+    got = parse_content_range(value)
+    if got is None:
+        return f"unusable Content-Range {value!r}" if value else "no Content-Range in a 206"
+    first, stop, total = got
+    if total is not None and total != size:
+        return f"Content-Range {value!r} names a {total}-byte object, the manifest says {size}"
+    if (first, stop) != (start, end):
+        return f"Content-Range {value!r} for a request of bytes {start}-{end - 1}"
+    return None

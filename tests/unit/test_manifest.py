@@ -285,6 +285,15 @@ def test_bad_paths_from_raw_json() -> None:
         ({"digest": md5_b64(b"x")}, "missing size"),
         ({"digest": md5_b64(b"x"), "size": None}, "missing size"),
         ({"digest": md5_b64(b"x"), "size": -1}, "negative size"),
+        ({"digest": md5_b64(b"x"), "size": 2**63}, "size out of range"),
+        ({"digest": md5_b64(b"x"), "size": 2**64 + 5}, "size out of range"),
+        ({"digest": md5_b64(b"x"), "size": 1e30}, "size is not an integer"),
+        ({"digest": md5_b64(b"x")[:-2], "size": 1}, "not a base64 128-bit hash"),
+        ({"digest": md5_b64(b"x") + "AA", "size": 1}, "not a base64 128-bit hash"),
+        ({"digest": base64.b64encode(b"x" * 32).decode(), "size": 1}, "not a base64 128-bit hash"),
+        ({"digest": hashlib.md5(b"x").hexdigest(), "size": 1}, "not a base64 128-bit hash"),
+        ({"digest": md5_b64(b"x"), "size": 1, "extra": {"alg": "XXH128"}, "ref": "file:///x"}, None),
+        ({"digest": "zzz", "size": 1, "extra": {"alg": "XXH128"}}, "not a base64 128-bit hash"),
         ({"digest": md5_b64(b"x"), "size": 1.5}, "size is not an integer"),
         ({"digest": md5_b64(b"x"), "size": "10"}, "size is not an integer"),
         ({"digest": md5_b64(b"x"), "size": True}, "size is not an integer"),
@@ -298,12 +307,28 @@ def test_bad_paths_from_raw_json() -> None:
         (None, "entry is not an object"),
     ],
 )
-def test_bad_entry_fields_are_skipped(entry: Any, reason: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_entry_fields_are_skipped(entry: Any, reason: str | None, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
         m = parse_manifest(doc({"bad": entry, "good": ent()}))
+    if reason is None:   # a control: the same shape, valid, is kept
+        assert sorted(m.entries) == ["bad", "good"] and not m.skipped
+        return
     assert list(m.entries) == ["good"]
     assert reason in skipped_reasons(m)["bad"]
     assert any("bad" in r.getMessage() and reason in r.getMessage() for r in caplog.records)
+
+
+def test_largest_size_is_kept_and_one_more_hides_only_that_entry(caplog: pytest.LogCaptureFixture) -> None:
+    """st_size is a signed 64-bit off_t: 2^63-1 is shown, 2^63 would fail the whole folder's readdir."""
+    raw = json.dumps(doc({"max.bin": ent(size=2**63 - 1), "over.bin": ent(size=2**63), "ok.txt": ent()}))
+    with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
+        m = parse_manifest(raw)
+    assert sorted(m.entries) == ["max.bin", "ok.txt"]
+    assert m.entries["max.bin"].size == 2**63 - 1
+    assert list(m.tree[()]) == ["max.bin", "ok.txt"]
+    assert "over.bin" in m.raw_digests          # still part of the artifact digest
+    assert [r.getMessage() for r in caplog.records] == [
+        "manifest: skipping entry 'over.bin': size out of range: 9223372036854775808 (more than 2^63-1 bytes)"]
 
 
 def test_zero_size_is_fine() -> None:

@@ -1,7 +1,8 @@
 """Fault injection and the request log.
 
 Reliability tests need the server to misbehave on demand, per route: answer with a status,
-wait, stall, reset the connection mid-body, cut the body short, flip bytes, or trickle.
+wait, stall, reset the connection mid-body, cut the body short, flip bytes, trickle, or
+answer a ranged GET with another range (or the whole object).
 Rules are set at start (``--fault JSON``) or at run time through ``/_emulator/faults``.
 """
 
@@ -29,6 +30,9 @@ class FaultRule:
     truncate: int | None = None        # send only this many body bytes but claim the full length
     corrupt: bool = False              # flip a byte in every 4 KiB of the body (same length)
     rate_bps: float | None = None      # bandwidth cap, bytes per second
+    ignore_range: bool = False         # answer a ranged GET with 200 and the whole object
+    wrong_range: int = 0               # answer a ranged GET with the range shifted this many bytes (206)
+    wrong_size: int | None = None      # a 206's Content-Range names this object size instead
     times: int | None = None
     hits: int = 0
 
@@ -136,3 +140,18 @@ def pace(sent: int, started: float, rate_bps: float | None) -> None:
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+
+def misrange(rng: tuple[int, int], size: int, fault: FaultRule | None) -> tuple[int, int] | None:
+    """The (start, end inclusive) a ranged GET is answered with under ``fault``: None for the
+    whole object (200), or the range shifted by ``wrong_range`` and kept inside the object.
+    The body always matches what the headers say; only the range is not the one asked for."""
+    if fault is None:
+        return rng
+    if fault.ignore_range:
+        return None
+    start, end = rng
+    if fault.wrong_range:
+        start = min(max(0, start + fault.wrong_range), size - 1)
+        end = min(max(start, end + fault.wrong_range), size - 1)
+    return start, end

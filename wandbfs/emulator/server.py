@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .executor import execute
-from .faults import Faults, FaultRule, LogEntry, RequestLog, corrupt, pace
+from .faults import Faults, FaultRule, LogEntry, RequestLog, corrupt, misrange, pace
 from .schema import Ctx, MutationRoot, QueryRoot
 from .signing import UrlSigner
 from .store import Store
@@ -241,6 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
             entry.status = 416
             entry.bytes_out = self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
             return
+        if rng is not None:
+            rng = misrange(rng, size, fault)  # type: ignore[arg-type]
         start, end = (0, size - 1) if rng is None else rng  # type: ignore[misc]
         length = max(0, end - start + 1)
         status = 200 if rng is None else 206
@@ -250,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", f'"{md5hex}"')
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            claimed = size if fault is None or fault.wrong_size is None else fault.wrong_size
+            self.send_header("Content-Range", f"bytes {start}-{end}/{claimed}")
         self.end_headers()
         entry.status = status
         if self.command == "HEAD" or length == 0:
