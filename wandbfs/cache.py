@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import stat
 import tempfile
@@ -69,7 +71,11 @@ TEMP_PREFIX: Final = "wandbfs-"
 """Our temp-file prefix.  The SDK's temps are ``tmpXXXXXXXX`` (tempfile's
 default), so :meth:`ObjectCache.cleanup_temps` can tell ours apart."""
 
+log = logging.getLogger(__name__)
+
 _DIR_MODE: Final = 0o700
+UNWRITABLE: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+"""What writing into a read-only (or someone else's) cache directory fails with."""
 _HASH_CHUNK: Final = 1024 * 1024
 
 ObjectKind = Literal["md5", "xxh128", "etag"]
@@ -310,6 +316,23 @@ class ObjectCache:
         self.locks_dir = self.artifacts_dir / "locks"
         self.object_mode = (0o666 & ~_current_umask()) if object_mode is None else object_mode
         self.fsync = fsync
+        self.read_only = False
+        """Set once a write into the cache failed with EROFS/EACCES (see :meth:`note_unwritable`)."""
+
+    def note_unwritable(self, error: OSError) -> bool:
+        """Is ``error`` the cache refusing writes? Then remember it for good and say so once.
+
+        A pre-filled cache bind-mounted read-only (a container) still serves its objects:
+        lookups, reads and shared flocks need no write access; only downloads, lock files,
+        temp cleanup and eviction do, and those are skipped from then on.
+        """
+        if error.errno not in UNWRITABLE:
+            return False
+        if not self.read_only:
+            self.read_only = True
+            log.warning("cache %s is read-only (%s): cached objects are served from it, "
+                        "the others are streamed without being cached", self.root, error.strerror)
+        return True
 
     @classmethod
     def default(cls) -> ObjectCache:
@@ -366,9 +389,15 @@ class ObjectCache:
             if not name.startswith(TEMP_PREFIX) or not pid_part.isdigit():
                 continue
             if not process_alive(int(pid_part)):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.unlink(os.path.join(self.tmp_dir, name))
                     removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    if self.note_unwritable(e):  # a read-only cache keeps its leftovers
+                        break
+                    raise
         return removed
 
     def commit(

@@ -17,6 +17,11 @@ Reference entries (``add_reference``: file://, http(s)://, s3://) take the same 
 the same cache key as ``artifact.download()``; only where their parts come from differs:
 refs.py checks the remote object against the manifest (size, ETag) and hands the fill
 engine a source to read it from. A scheme it cannot read is ``Unsupported``.
+
+A cache that refuses writes (a pre-filled cache bind-mounted read-only) still serves its
+objects: a hit is looked up and checked before any lock file is made, and a miss is served
+by an ``UncachedStream``, as when the disk is full. A mount's readers go through
+``reader.ObjectReader``, which holds what this module hands out.
 """
 
 from __future__ import annotations
@@ -44,7 +49,19 @@ log = logging.getLogger(__name__)
 UrlSource = Callable[[VersionDetail, str, bool], Awaitable[str]]
 
 __all__ = ["BadBytes", "Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream",
-           "Unsupported"]
+           "Unsupported", "close_if_idle"]
+
+
+def close_if_idle(item: FillItem) -> None:
+    """Close a finished fill's descriptor if no reader holds the item any more.
+
+    ``FillItem`` closes it on the last ``release`` after ``done`` is set, or in its hasher
+    when nobody holds it; ``done`` is set on the trio thread a moment after the hasher's
+    check, so a reader that lets go in between leaves the descriptor (and its shared flock:
+    the object can never be evicted) open until unmount. Called once ``done`` is set, this
+    closes it (an acquire/release pair closes exactly when nobody else holds it)."""
+    item.acquire()
+    item.release()
 
 
 class Fetcher:
@@ -72,7 +89,8 @@ class Fetcher:
         cache has no room - a stream that serves them without caching.
 
         A reference wandbfs cannot read raises ``Unsupported`` unless it is already cached
-        (by ``artifact.download()``, say); one that changed since it was logged, ``RefChanged``."""
+        (by ``artifact.download()``, say); one that changed since it was logged, ``RefChanged``.
+        A mount's reads take this through ``reader.ObjectReader``, which holds the result."""
         key = self.cache.path_for(entry)
         while True:
             stream = self._streams.get(key)
@@ -107,7 +125,8 @@ class Fetcher:
             if isinstance(got, Path):
                 return got
             if isinstance(got, UncachedStream):
-                raise NoSpace(f"{entry.path}: no room in the cache for {entry.size} bytes")
+                raise NoSpace(f"{entry.path}: the cache is read-only" if self.cache.read_only
+                              else f"{entry.path}: no room in the cache for {entry.size} bytes")
             try:
                 return await got.wait_done()
             except BadBytes:
@@ -118,19 +137,40 @@ class Fetcher:
 
     def uncached(self, detail: VersionDetail, entry: ManifestEntry) -> UncachedStream:
         """The shared no-cache stream of an object (readers count themselves in ``users``)."""
+        if self.cache.read_only:
+            return self._uncached(detail, entry, "the cache is read-only", quiet=True)
+        return self._uncached(detail, entry, "no room in the cache")
+
+    def _uncached(self, detail: VersionDetail, entry: ManifestEntry, why: str, quiet: bool = False) -> UncachedStream:
+        """``quiet``: the reason was logged once for the mount (a read-only cache), not per file."""
         key = self.cache.path_for(entry)
         stream = self._streams.get(key)
         if stream is None:
-            token = trio.lowlevel.current_trio_token()
-
-            def url_fn(refresh: bool) -> str:
-                return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
             getter = self.refs.source(entry).getter if entry.ref is not None else None
-            stream = self._streams[key] = UncachedStream(entry, self.policy, url_fn, self._http, self.stats,
-                                                         self.limiter, getter)
+            stream = self._streams[key] = UncachedStream(entry, self.policy, self._url_fn(detail, entry), self._http,
+                                                         self.stats, self.limiter, getter)
             self.stats.uncached += 1
-            log.warning("serving %s without caching it (no room in the cache)", entry.path)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "serving %s without caching it (%s)", entry.path, why)
         return stream
+
+    async def warm(self, detail: VersionDetail, entry: ManifestEntry) -> None:
+        """Bring an object into the cache ahead of any reader (warm-ups); nothing stays held.
+        An object with no room in the cache is left alone: it is streamed when read."""
+        got = await self.open_object(detail, entry)
+        if isinstance(got, FillItem):
+            await got.done.wait()
+        elif isinstance(got, UncachedStream):
+            self.forget_stream(got)
+
+    def open_cached(self, path: Path) -> int | None:
+        """Open a cache object, held against eviction (a shared flock); ``None`` if it was
+        evicted meanwhile. Reads are served one at a time on the loop thread: the kernel is
+        asked to read the file ahead of them, so they find it in memory."""
+        fd = self.cache.open_shared(path)
+        if fd is not None:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return fd
 
     def is_verified(self, entry: ManifestEntry) -> bool:
         """The object is in the cache and this mount has checked its digest (no I/O but a stat)."""
@@ -151,22 +191,27 @@ class Fetcher:
         self._http.clear()
 
     # ---- internals -------------------------------------------------------------------
-    async def _start(self, detail: VersionDetail, entry: ManifestEntry, key: Path) -> Path | FillItem:
+    async def _start(self, detail: VersionDetail, entry: ManifestEntry, key: Path) -> Path | FillItem | UncachedStream:
         lock = contextlib.ExitStack()
-        # Cross-process: wait (in a thread) for another mount or the SDK holding this object.
-        await trio.to_thread.run_sync(lock.enter_context, self.cache.object_lock(entry), limiter=self.limiter)
+        # A hit needs no lock (objects appear by an atomic rename) and no write access.
+        hit = await self._checked_hit(entry)
+        if hit is not None:
+            return hit
+        if self.cache.read_only:
+            return self._uncached(detail, entry, "the cache is read-only", quiet=True)
         try:
-            hit = self.cache.lookup(entry)
+            # Cross-process: wait (in a thread) for another mount or the SDK holding this object.
+            await trio.to_thread.run_sync(lock.enter_context, self.cache.object_lock(entry), limiter=self.limiter)
+        except OSError as e:
+            if not self.cache.note_unwritable(e):
+                raise
+            return self._uncached(detail, entry, "the cache is read-only", quiet=True)
+        try:
+            # Someone may have brought it in while we waited for the lock.
+            hit = await self._checked_hit(entry)
             if hit is not None:
-                # Written by the SDK or another mount: the SDK never verifies what it
-                # downloads, so we check once per mount before serving it.
-                if self.cache.is_marked_verified(hit, entry) or await trio.to_thread.run_sync(
-                        self._verify_and_mark, hit, entry, limiter=self.limiter):
-                    lock.close()
-                    self._verified.add(hit)
-                    return hit
-                log.warning("cached object for %s fails its digest; fetching again", entry.path)
-                os.unlink(hit)
+                lock.close()
+                return hit
             policy, source = self.policy, None
             if entry.ref is not None:
                 # Not cached: check the referenced object against the manifest before anything
@@ -178,14 +223,15 @@ class Fetcher:
             if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=self.limiter):
                 lock.close()
                 return self.uncached(detail, entry)
-            token = trio.lowlevel.current_trio_token()
-
-            def url_fn(refresh: bool) -> str:
-                return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
-
             try:
-                item = FillItem(entry, self.cache, policy, url_fn, self._http, self.stats,
+                item = FillItem(entry, self.cache, policy, self._url_fn(detail, entry), self._http, self.stats,
                                 source.getter if source is not None else None)
+            except OSError as e:
+                self.evictor.settle(entry.size)
+                if not self.cache.note_unwritable(e):  # no temp file in a read-only cache
+                    raise
+                lock.close()
+                return self._uncached(detail, entry, "the cache is read-only", quiet=True)
             except BaseException:
                 self.evictor.settle(entry.size)
                 raise
@@ -195,6 +241,38 @@ class Fetcher:
         self._fills[key] = item
         self._nursery().start_soon(self._run_fill, item, key, lock)
         return item
+
+    async def _checked_hit(self, entry: ManifestEntry) -> Path | None:
+        """The cached object if it is there and its bytes are right; a wrong one is removed.
+
+        Written by the SDK or another mount: the SDK never verifies what it downloads, so an
+        object without our verified mark is hashed once per mount before it is served."""
+        hit = self.cache.lookup(entry)
+        if hit is None:
+            return None
+        if self.cache.is_marked_verified(hit, entry) or await trio.to_thread.run_sync(
+                self._verify_and_mark, hit, entry, limiter=self.limiter):
+            self._verified.add(hit)
+            return hit
+        # Removed without the object lock: at worst a copy another mount just renamed in goes
+        # too and is fetched again (never a wrong byte: whatever is served has been hashed).
+        log.warning("cached object for %s fails its digest; fetching again", entry.path)
+        try:
+            os.unlink(hit)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if not self.cache.note_unwritable(e):  # a read-only cache keeps it; we stream instead
+                raise
+        return None
+
+    def _url_fn(self, detail: VersionDetail, entry: ManifestEntry) -> Callable[[bool], str]:
+        """The blocking signed-URL source a fill's or stream's worker threads call."""
+        token = trio.lowlevel.current_trio_token()
+
+        def url_fn(refresh: bool) -> str:
+            return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
+        return url_fn
 
     def _nursery(self) -> trio.Nursery:
         if self.nursery is None:
@@ -214,6 +292,7 @@ class Fetcher:
                 self.metrics.ttfb.observe(item.first_byte_s)
             self.evictor.settle(item.size)
             lock.close()
+            close_if_idle(item)
             if self._fills.get(key) is item:
                 self._fills.pop(key, None)
             if item.error is None and item.path is not None:

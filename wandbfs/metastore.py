@@ -4,7 +4,9 @@ Version manifests never change, so they are kept for good; listings (organizatio
 registries, collections, versions and where each alias pointed) are overwritten with each
 successful refresh. Files live next to the object cache (``<cache>/wandbfs-meta/``, mode
 0700) so every mount on that cache, and a mount restarted during an outage, can use them.
-Writes are atomic (temp + rename); unreadable files are ignored, never fatal.
+Writes are atomic (temp + rename); unreadable files are ignored, never fatal. A cache
+directory that refuses writes (mounted read-only) is still read; writes are then skipped,
+with one log line for the mount.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Hashable
 
+from .cache import UNWRITABLE
 from .manifest import parse_manifest
 from .wandb_client import CollectionInfo, CollectionVersions, RegistryInfo, VersionDetail, VersionSummary
 
@@ -31,6 +34,7 @@ def _name(key: Hashable) -> str:
 class MetaStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.read_only = False   # a write failed with EROFS/EACCES: stop trying (said once)
 
     def _mkdirs(self, d: Path) -> None:
         """Every level 0700 (``mkdir(parents=True, mode=...)`` only applies it to the last)."""
@@ -40,6 +44,8 @@ class MetaStore:
                 os.chmod(p, 0o700)
 
     def _write(self, path: Path, obj: Any) -> None:
+        if self.read_only:
+            return
         try:
             self._mkdirs(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -47,7 +53,12 @@ class MetaStore:
                 json.dump(obj, f)
             os.replace(tmp, path)
         except OSError as e:  # a full disk must not break a lookup that already succeeded
-            log.warning("could not save metadata %s: %s", path.name, e)
+            if e.errno in UNWRITABLE:
+                self.read_only = True
+                log.warning("metadata dir %s is not writable (%s): listings and manifests seen from now on "
+                            "are not kept on disk for outages", self.root, e.strerror)
+            else:
+                log.warning("could not save metadata %s: %s", path.name, e)
 
     def _read(self, path: Path) -> Any:
         try:

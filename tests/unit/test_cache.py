@@ -691,3 +691,101 @@ def _hold_and_die(root: str, data: bytes) -> None:
     lock = cache.object_lock(md5_entry(data))
     lock.__enter__()
     os._exit(17)
+
+
+# --- a read-only cache directory --------------------------------------------------
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``view(dir)``: a read-only bind mount of ``dir`` (root only), removed at teardown."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a read-only bind mount")
+    made: list[Path] = []
+
+    def view(d: Path) -> Path:
+        ro = tmp_path / f"ro{len(made)}"
+        ro.mkdir()
+        subprocess.run(["mount", "--bind", str(d), str(ro)], check=True)
+        made.append(ro)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        return ro
+    try:
+        yield view
+    finally:
+        for ro in made:
+            subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while os.path.exists(f"/proc/{pid}"):
+        pid += 1
+    return pid
+
+
+def test_read_only_cache_is_read_and_said_once(tmp_path: Path, read_only_view, caplog) -> None:  # type: ignore[no-untyped-def]
+    import fcntl
+    import logging
+
+    filled = ObjectCache(tmp_path / "c")
+    e = md5_entry(DATA)
+    filled.commit(write_temp(filled, DATA), e)
+    orphan = filled.tmp_dir / f"{TEMP_PREFIX}{_dead_pid()}-left"
+    orphan.write_bytes(b"x")
+    ro = ObjectCache(read_only_view(filled.root))
+    caplog.set_level(logging.WARNING, logger="wandbfs.cache")
+
+    assert ro.cleanup_orphan_temps() == 0 and ro.read_only      # kept, not an error
+    assert (ro.tmp_dir / orphan.name).exists()
+    hit = ro.lookup(e)
+    assert hit is not None
+    fd = ro.open_shared(hit)                                    # O_RDONLY + LOCK_SH: fine
+    assert fd is not None
+    try:
+        assert os.pread(fd, 10, 0) == DATA[:10]
+        other = os.open(hit, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):                # still held against eviction
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    finally:
+        os.close(fd)
+    ro.mark_verified(hit, e)                                    # quietly not marked
+    assert not ro.is_marked_verified(hit, e)
+    with pytest.raises(OSError) as ei:
+        with ro.object_lock(md5_entry(b"other")):
+            pass
+    assert ro.note_unwritable(ei.value)
+    assert ro.cleanup_orphan_temps() == 0
+    said = [r.getMessage() for r in caplog.records if "read-only" in r.getMessage()]
+    assert len(said) == 1 and str(ro.root) in said[0], said
+
+
+def test_only_refused_writes_make_a_cache_read_only(tmp_path: Path) -> None:
+    import errno
+
+    cache = ObjectCache(tmp_path)
+    assert not cache.note_unwritable(OSError(errno.ENOSPC, "No space left on device"))
+    assert not cache.read_only
+    assert cache.note_unwritable(OSError(errno.EACCES, "Permission denied")) and cache.read_only
+
+
+def test_metastore_on_a_read_only_dir_reads_and_says_once(tmp_path: Path, read_only_view, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from wandbfs.metastore import MetaStore
+
+    (tmp_path / "m").mkdir()
+    MetaStore(tmp_path / "m" / "wandbfs-meta").save_listing(("orgs",), ["acme"])
+    ro = MetaStore(read_only_view(tmp_path / "m") / "wandbfs-meta")
+    caplog.set_level(logging.WARNING, logger="wandbfs.metastore")
+    assert ro.load_listing(("orgs",)) == ["acme"]
+    for i in range(5):
+        ro.save_listing(("regs", f"org{i}"), [])                # skipped, not an error
+    assert ro.read_only and ro.load_listing(("regs", "org0")) is None
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "not writable" in said[0], said
