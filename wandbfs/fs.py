@@ -20,19 +20,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pyfuse3
 import trio
 
 from .catalog import Catalog
-from .fetcher import BadBytes, Fetcher, FetchError, FillItem, NoSpace, UncachedStream
+from .fetcher import BadBytes, Fetcher
 from .inodes import ROOT_INODE, InodeTable, Node
 from .access_log import AccessLog
 from .lineage import MOUNT_RUN, Lineage, Use
 from .manifest import DIR, ManifestEntry
 from .names import REGISTRY_PREFIX, parse_version_token, qualified_name, split_qualified
+from .reader import ObjectReader, ReadCounters
 from .readers import ReaderInfo
 from .refs import RefChanged
 from .wandb_client import AuthError, BackendError, NotFound, VersionDetail
@@ -79,6 +79,13 @@ def _guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _errno_of(error: BaseException) -> int:
+    """The errno a reader's sticky failure answers with (as ``_guard`` mapped it the first time)."""
+    if isinstance(error, NotFound):
+        return errno.ENOENT
+    return errno.EACCES if isinstance(error, AuthError) else errno.EIO
+
+
 def _erofs(name: str) -> Callable[..., Awaitable[Any]]:
     async def refuse(self: "WandbFS", *args: Any) -> Any:
         raise pyfuse3.FUSEError(errno.EROFS)
@@ -89,14 +96,7 @@ def _erofs(name: str) -> Callable[..., Awaitable[Any]]:
 @dataclass
 class Handle:
     node: Node
-    detail: VersionDetail
-    entry: ManifestEntry
-    fd: int = -1                  # the verified cache file, once there
-    item: FillItem | None = None  # the download in progress, while streaming
-    stream: UncachedStream | None = None  # no room in the cache: served straight from storage
-    error: int = 0                # a handle whose fetch failed keeps failing; a new open tries again
-    closed: bool = False
-    hit: bool = False             # the object was in the cache when the handle attached
+    reader: ObjectReader          # owns everything the open holds on the object (reader.py)
 
 
 @dataclass
@@ -131,11 +131,8 @@ class WandbFS(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None  # set by the mount: background fills, invalidations
         self.read_calls = 0
         self.read_bytes = 0
-        self.bytes_from_cache = 0      # served from a cache file
-        self.bytes_from_wandb = 0      # served from a download in progress or the uncached stream
+        self.counters = ReadCounters()  # opens hit/missed, bytes from the cache/W&B (the readers count)
         self.errors: collections.Counter[str] = collections.Counter()
-        self.opens_hit = 0             # opened files whose object was in the cache
-        self.opens_missed = 0          # ... that had to be downloaded (or streamed)
         self.started = time.time()
         self.metrics: Any = None       # metrics.Metrics, when the mount has one
         self._warmed: set[tuple[Any, ...]] = set()   # versions/collections whose warm-up has started
@@ -294,11 +291,7 @@ class WandbFS(pyfuse3.Operations):
 
         async def one(entry: ManifestEntry) -> None:
             async with sem:
-                got = await self.fetcher.open_object(detail, entry)
-                if isinstance(got, FillItem):
-                    await got.done.wait()
-                elif isinstance(got, UncachedStream):
-                    self.fetcher.forget_stream(got)
+                await self.fetcher.warm(detail, entry)
         async with trio.open_nursery() as n:
             for e in small:
                 n.start_soon(self._quietly, one, e)
@@ -446,14 +439,14 @@ class WandbFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         detail = await self._detail(node)
         fh = next(self._fh)
-        self._handles[fh] = Handle(node, detail, node.data["entry"])
+        latency = self.metrics.read_latency.observe if self.metrics is not None else None
+        reader = ObjectReader(self.fetcher, detail, node.data["entry"], strict=self.opts.verify == "strict",
+                              counters=self.counters, latency=latency)
+        self._handles[fh] = Handle(node, reader)
         node.data["open_handles"] = node.data.get("open_handles", 0) + 1
         self._note_use(node, detail, ctx)
         if self.nursery is not None:
-            # Attach the handle now: a cached object is held against eviction while it is open
-            # (reads may all come from the page cache), and a missing one starts filling, so
-            # mmap loaders never fault onto the network.
-            self.nursery.start_soon(self._attach_early, self._handles[fh])
+            self.nursery.start_soon(reader.start)  # hold a cached object now, or start its fill
             self._background(("files", detail.artifact_id, detail.index), self._warm_version, detail)
         # keep_cache only for verified bytes. Streaming serves pages before the digest is
         # known; a reader may stop early, or the digest may fail: an open of an object not
@@ -462,13 +455,6 @@ class WandbFS(pyfuse3.Operations):
         # the handles that were served them. Re-opens of cached files keep their pages.
         keep = self.opts.verify == "strict" or self.fetcher.is_verified(node.data["entry"])
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
-
-    async def _attach_early(self, h: Handle) -> None:
-        try:
-            if not h.closed and h.fd < 0 and h.item is None and h.stream is None:
-                await self._attach(h)
-        except Exception as e:  # noqa: BLE001 - the read that needs the bytes reports it
-            log.info("background fill of %s not started: %s", h.entry.path, e)
 
     def _note_use(self, node: Node, detail: VersionDetail, ctx: pyfuse3.RequestContext) -> None:
         """Queue the lineage use (on the reader's run if it has one) and write the access log."""
@@ -496,116 +482,15 @@ class WandbFS(pyfuse3.Operations):
         h = self._handles.get(fh)
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        if h.error:
-            raise pyfuse3.FUSEError(h.error)
+        if h.reader.failed is not None:  # the kernel retries a failed page read at once: no refetch
+            raise pyfuse3.FUSEError(_errno_of(h.reader.failed))
         self.read_calls += 1
         self.read_bytes += size
-        if h.fd >= 0:
-            data = os.pread(h.fd, size, off)
-            self.bytes_from_cache += len(data)
-            return data
-        t0 = time.monotonic()
         try:
-            data = await self._read_fetching(h, off, size)
-            if h.hit:
-                self.bytes_from_cache += len(data)
-            else:
-                self.bytes_from_wandb += len(data)
-            if self.metrics is not None:
-                self.metrics.read_latency.observe(time.monotonic() - t0)
-            return data
-        except (NotFound, AuthError, BackendError) as e:
-            # The kernel retries a failed page read at once; do not refetch for it.
-            h.error = errno.ENOENT if isinstance(e, NotFound) else (
-                errno.EACCES if isinstance(e, AuthError) else errno.EIO)
-            if isinstance(e, (BadBytes, RefChanged)):  # pages already handed out may be wrong
-                self._drop_page_cache(h.node)
+            return await h.reader.read(off, size)
+        except (BadBytes, RefChanged):  # pages already handed out may be wrong
+            self._drop_page_cache(h.node)
             raise
-
-    def _open_cached(self, path: Path) -> int | None:
-        """Open a cache object, held against eviction; ``None`` if it was evicted meanwhile."""
-        fd = self.fetcher.cache.open_shared(path)
-        if fd is not None:
-            # Our reads are served one at a time on the loop thread: ask the kernel to read
-            # the cache file ahead of us so they find it in memory.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        return fd
-
-    async def _attach(self, h: Handle) -> None:
-        """Give a handle its source: the cached file, the fill in progress, or (no room in
-        the cache) the uncached stream. Strict mode attaches only verified bytes."""
-        strict = self.opts.verify == "strict"
-        for _ in range(3):
-            try:
-                got = await (self.fetcher.ensure(h.detail, h.entry) if strict
-                             else self.fetcher.open_object(h.detail, h.entry))
-            except NoSpace:
-                got = self.fetcher.uncached(h.detail, h.entry)
-            if h.closed or h.fd >= 0 or h.item is not None or h.stream is not None:
-                if isinstance(got, UncachedStream):
-                    self.fetcher.forget_stream(got)
-                return  # another read on this handle got there first, or it was released
-            if isinstance(got, Path):
-                fd = self._open_cached(got)
-                if fd is None:
-                    self.fetcher.forget_verified(got)  # evicted between lookup and open: again
-                    continue
-                h.fd = fd
-                h.hit = True
-                self.opens_hit += 1
-                return
-            self.opens_missed += 1
-            if isinstance(got, UncachedStream):
-                self._adopt_stream(h, got)
-                if strict:
-                    await got.verify()
-            else:
-                h.item = got
-                got.acquire()  # the handle's reference
-            return
-        raise FetchError(f"{h.entry.path}: the object keeps disappearing from the cache")
-
-    def _adopt_stream(self, h: Handle, stream: UncachedStream) -> None:
-        stream.users += 1
-        h.stream = stream
-
-    async def _read_fetching(self, h: Handle, off: int, size: int) -> bytes:
-        if h.item is None and h.stream is None:
-            await self._attach(h)
-        if h.fd >= 0:
-            return os.pread(h.fd, size, off)
-        if h.stream is not None:
-            return await h.stream.read(off, size)
-        item = h.item
-        assert item is not None
-        item.acquire()  # this request's reference: the fd stays open until we have read
-        try:
-            end = min(off + size, h.entry.size)
-            try:
-                await item.wait_range(off, end)
-                if end >= h.entry.size:
-                    await item.wait_done()  # the read that reaches EOF answers for the whole file
-            except NoSpace:
-                # The disk filled up under this download: serve the file without caching.
-                if h.item is item:
-                    log.warning("%s: the cache's disk filled up during the download; reading on uncached",
-                                h.entry.path)
-                    h.item = None
-                    item.release()  # the handle's reference
-                    self._adopt_stream(h, self.fetcher.uncached(h.detail, h.entry))
-                assert h.stream is not None
-                return await h.stream.read(off, size)
-            data = item.pread(end - off, off) if end > off else b""
-            if item.path is not None and h.item is item:
-                fd = self._open_cached(item.path)
-                if fd is not None:
-                    h.fd = fd
-                    h.item = None
-                    item.release()  # the handle's reference
-            return data
-        finally:
-            item.release()
 
     def _drop_page_cache(self, node: Node) -> None:
         """Pages of a file whose digest failed may sit in the kernel cache: drop them.
@@ -628,15 +513,9 @@ class WandbFS(pyfuse3.Operations):
         h = self._handles.pop(fh, None)
         if h is None:
             return
-        h.closed = True
-        log.debug("release %s: %d reads, %d bytes requested so far", h.entry.path, self.read_calls, self.read_bytes)
-        if h.fd >= 0:
-            os.close(h.fd)
-        if h.item is not None:
-            h.item.release()
-        if h.stream is not None:
-            h.stream.users -= 1
-            self.fetcher.forget_stream(h.stream)
+        log.debug("release %s: %d reads, %d bytes requested so far", h.reader.entry.path, self.read_calls,
+                  self.read_bytes)
+        h.reader.close()
         h.node.data["open_handles"] = max(0, h.node.data.get("open_handles", 1) - 1)
 
     @_guard
@@ -714,13 +593,14 @@ class WandbFS(pyfuse3.Operations):
         st = self.fetcher.stats
         ev = self.fetcher.evictor
         lin = self.lineage.stats if self.lineage else None
-        hits, misses = self.opens_hit, self.opens_missed
+        c = self.counters
+        hits, misses = c.opens_hit, c.opens_missed
         return {
             "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
             "cache_hits": hits, "cache_misses": misses,
             "cache_hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
-            "bytes_read": self.bytes_from_cache + self.bytes_from_wandb,
-            "bytes_from_cache": self.bytes_from_cache, "bytes_from_wandb": self.bytes_from_wandb,
+            "bytes_read": c.bytes_from_cache + c.bytes_from_wandb,
+            "bytes_from_cache": c.bytes_from_cache, "bytes_from_wandb": c.bytes_from_wandb,
             "bytes_downloaded": st.bytes_downloaded, "downloads": st.downloads,
             "downloads_in_flight": st.in_flight, "uncached_files": st.uncached,
             "retries": st.retries, "digest_failures": st.digest_failures,
