@@ -726,7 +726,8 @@ def _dead_pid() -> int:
     return pid
 
 
-def test_read_only_cache_is_read_and_said_once(tmp_path: Path, read_only_view, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_read_only_cache_is_read_and_said_once(  # type: ignore[no-untyped-def]
+        tmp_path: Path, read_only_view, caplog) -> None:
     import fcntl
     import logging
 
@@ -774,7 +775,8 @@ def test_only_refused_writes_make_a_cache_read_only(tmp_path: Path) -> None:
     assert cache.note_unwritable(OSError(errno.EACCES, "Permission denied")) and cache.read_only
 
 
-def test_metastore_on_a_read_only_dir_reads_and_says_once(tmp_path: Path, read_only_view, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_metastore_on_a_read_only_dir_reads_and_says_once(  # type: ignore[no-untyped-def]
+        tmp_path: Path, read_only_view, caplog) -> None:
     import logging
 
     from wandbfs.metastore import MetaStore
