@@ -274,6 +274,14 @@ class Fetcher:
             return trio.from_thread.run(self.url_source, detail, entry.path, refresh, trio_token=token)
         return url_fn
 
+    def cancel_all(self) -> int:
+        """Stop every download in flight, at once, temp files removed (SIGTERM, unmount).
+        Returns how many were stopped."""
+        items = [item for item in self._fills.values() if not item.done.is_set()]
+        for item in items:
+            item.cancel()
+        return len(items)
+
     def _nursery(self) -> trio.Nursery:
         if self.nursery is None:
             raise RuntimeError("Fetcher.nursery must be set before objects are fetched")
@@ -307,4 +315,6 @@ class Fetcher:
     async def _thread(self, fn: Callable[[], None]) -> None:
         # The hasher waits on workers, so it must not take a limiter slot they need.
         limiter = None if fn.__name__ == "run_hasher" else self.limiter
-        await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=False)
+        # Fills are cancelled only when the mount stops (cancel_all first): a worker stuck
+        # in a stalled read is then abandoned, never waited for.
+        await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)

@@ -178,7 +178,7 @@ class WandbFS(pyfuse3.Operations):
     async def refresh(self, prefix: tuple[str, ...] = ()) -> int:
         """Drop listing and alias caches under ``prefix`` (all if empty), and the kernel's
         cached misses there, so a version or alias created since shows up at once."""
-        n = self.catalog.invalidate(prefix)
+        n = await self.catalog.refresh(prefix)
         keys = ("org", "reg", "coll")
         for inode in list(self._misses):
             node = self.table.get(inode)
@@ -203,19 +203,23 @@ class WandbFS(pyfuse3.Operations):
         return self._dir(("ver", org, reg, coll, idx), mtime, immutable=True, level="tree",
                          org=org, reg=reg, coll=coll, idx=idx, parts=())
 
-    async def _children(self, node: Node) -> list[tuple[str, Node]]:
-        """Everything listed in a directory (unlisted names are only found by lookup)."""
+    async def _children(self, node: Node, want: str | None = None) -> list[tuple[str, Node]]:
+        """Everything listed in a directory (unlisted names are only found by lookup).
+
+        ``want``: the name a lookup looks for; a stale listing without it is refreshed first
+        (bounded), since the name may be new."""
         d = node.data
         level = d["level"]
         now = time.time()
         if level == "root":
-            return [(o, self._dir(("org", o), now, level="org", org=o)) for o in sorted(await self.catalog.orgs())]
+            return [(o, self._dir(("org", o), now, level="org", org=o))
+                    for o in sorted(await self.catalog.orgs(want=want))]
         if level == "org":
-            regs = await self.catalog.registries(d["org"])
+            regs = await self.catalog.registries(d["org"], want=want)
             return [(r, self._dir(("reg", d["org"], r), info.created_at or now, level="reg", org=d["org"], reg=r))
                     for r, info in sorted(regs.items())]
         if level == "reg":
-            colls = await self.catalog.collections(d["org"], d["reg"])
+            colls = await self.catalog.collections(d["org"], d["reg"], want=want)
             return [(c, self._dir(("coll", d["org"], d["reg"], c), info.created_at or now, level="coll",
                                   org=d["org"], reg=d["reg"], coll=c)) for c, info in sorted(colls.items())]
         if level == "coll":
@@ -301,14 +305,14 @@ class WandbFS(pyfuse3.Operations):
         level = d["level"]
         if level == "org" and name.startswith(REGISTRY_PREFIX):
             reg = name[len(REGISTRY_PREFIX):]
-            if reg in await self.catalog.registries(d["org"]):
+            if reg in await self.catalog.registries(d["org"], want=reg):
                 return self._link(("regprefix", d["org"], reg), reg, time.time(), level="regprefix")
             return None
         if level == "reg":
             qual = split_qualified(name)
             if qual is not None:
                 coll, token = qual
-                if coll not in await self.catalog.collections(d["org"], d["reg"]):
+                if coll not in await self.catalog.collections(d["org"], d["reg"], want=coll):
                     return None
                 try:
                     idx = await self.catalog.resolve(d["org"], d["reg"], coll, token)
@@ -341,7 +345,7 @@ class WandbFS(pyfuse3.Operations):
                 # URLs now (listings alone never cost a URL request).
                 self._background(("urls", detail.artifact_id, detail.index), self._warm_urls, detail)
             return self._tree_node(parent, detail, name, child)
-        for child_name, node in await self._children(parent):
+        for child_name, node in await self._children(parent, want=name):
             if child_name == name:
                 return node
         return None

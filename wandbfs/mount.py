@@ -9,14 +9,11 @@ and finishes the run. SIGHUP drops listing and alias caches.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import logging
 import netrc
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field

@@ -446,10 +446,18 @@ class FillItem:
             with self._lock:
                 self._parts[p] = DONE
 
+    def cancel(self) -> None:
+        """Stop now (the mount is stopping): waiters get EIO, the temp file is removed, and
+        workers stop at their next chunk (a stalled one is abandoned by its caller)."""
+        self._fail(FetchError(f"{self.entry.path}: download cancelled (the mount is stopping)"))
+        self.cache.discard(self.tmp)
+
     def _write(self, pos: int, chunk: bytes) -> None:
         # Write and mark under one lock: the temp file can be replaced (``_move_to_new_temp``),
         # and a range marked present must be in the file readers read from.
         with self._lock:
+            if self.error is not None:   # failed or cancelled: nothing more goes to disk
+                raise FetchError(f"{self.entry.path}: the download was stopped")
             os.pwrite(self.fd, chunk, pos)
             if self.first_byte_s is None:
                 self.first_byte_s = time.monotonic() - self.started
