@@ -78,3 +78,26 @@ def wandb_teardown() -> Iterator[None]:
     import wandb
 
     wandb.teardown()
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator:
+    """``view(dir)``: a read-only bind mount of ``dir`` (root only), removed at teardown."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a read-only bind mount")
+    made: list[Path] = []
+
+    def view(d: Path) -> Path:
+        ro = tmp_path / f"ro-view{len(made)}"
+        ro.mkdir()
+        subprocess.run(["mount", "--bind", str(d), str(ro)], check=True)
+        made.append(ro)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        return ro
+    try:
+        yield view
+    finally:
+        for ro in made:
+            subprocess.run(["umount", "-l", str(ro)], check=False)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -30,25 +28,6 @@ UNCACHED = ("other.bin", "tokenizer.json")
 def ro_version(emulator):
     publish(emulator.store, "acme", "model", "ro-cache", FILES, ["production"])
     return "acme/model/ro-cache/v0"
-
-
-@pytest.fixture
-def read_only_view(tmp_path: Path) -> Iterator[callable]:
-    """``view(cache)``: a read-only bind mount of ``cache`` (removed at teardown)."""
-    made: list[Path] = []
-
-    def view(cache: Path) -> Path:
-        ro = tmp_path / f"ro-view{len(made)}"
-        ro.mkdir()
-        subprocess.run(["mount", "--bind", str(cache), str(ro)], check=True)
-        made.append(ro)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-        return ro
-    try:
-        yield view
-    finally:
-        for ro in made:
-            subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 def _objects(cache: Path) -> set[Path]:

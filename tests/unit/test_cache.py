@@ -696,29 +696,6 @@ def _hold_and_die(root: str, data: bytes) -> None:
 # --- a read-only cache directory --------------------------------------------------
 
 
-@pytest.fixture
-def read_only_view(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """``view(dir)``: a read-only bind mount of ``dir`` (root only), removed at teardown."""
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a read-only bind mount")
-    made: list[Path] = []
-
-    def view(d: Path) -> Path:
-        ro = tmp_path / f"ro{len(made)}"
-        ro.mkdir()
-        subprocess.run(["mount", "--bind", str(d), str(ro)], check=True)
-        made.append(ro)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-        return ro
-    try:
-        yield view
-    finally:
-        for ro in made:
-            subprocess.run(["umount", "-l", str(ro)], check=False)
-
-
 def _dead_pid() -> int:
     pid = 4_000_000
     while os.path.exists(f"/proc/{pid}"):

@@ -42,8 +42,11 @@ def test_run_from_environ():
 
 def test_reader_info_reads_a_live_process_environment():
     env = dict(os.environ, WANDB_RUN_ID="r-123", WANDB_PROJECT="proj", WANDB_ENTITY="ent")
-    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], env=env, stdin=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"], env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        # Until it has exec'd, the child's /proc/<pid>/environ is still ours (a race, seen in CI).
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"
         info = ReaderInfo()
         r = info.get(p.pid, os.getuid())
         assert r.run == "ent/proj/r-123" and r.comm.startswith("python") and r.pid == p.pid

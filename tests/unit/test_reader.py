@@ -13,10 +13,8 @@ import logging
 import os
 import random
 import re
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
@@ -26,7 +24,7 @@ import urllib3
 
 from wandbfs.cache import ObjectCache
 from wandbfs.eviction import CacheLimits, Evictor
-from wandbfs.fetcher import BadBytes, Fetcher, FetchPolicy, FillItem, UncachedStream, close_if_idle
+from wandbfs.fetcher import BadBytes, Fetcher, FetchPolicy, FillItem, close_if_idle
 from wandbfs.manifest import ManifestEntry, parse_manifest
 from wandbfs.prefetch import FetchStats
 from wandbfs.reader import ObjectReader, ReadCounters
@@ -358,36 +356,15 @@ def test_a_one_part_file_is_verified_in_the_uncached_stream_too(blobs, tmp_path)
 
 # ---- a read-only cache directory ----------------------------------------------------------
 
-@pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
-    """``read_only(dir)``: a read-only bind mount of ``dir`` (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a read-only bind mount")
-    made: list[Path] = []
-
-    def view(d: Path) -> Path:
-        ro = tmp_path / f"ro{len(made)}"
-        ro.mkdir()
-        subprocess.run(["mount", "--bind", str(d), str(ro)], check=True)
-        made.append(ro)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-        return ro
-    try:
-        yield view
-    finally:
-        for ro in made:
-            subprocess.run(["umount", "-l", str(ro)], check=False)
-
-
 @pytest.mark.parametrize("strict", [False, True])
-def test_a_read_only_cache_serves_hits_and_streams_misses(blobs, tmp_path, read_only, caplog, strict):
+def test_a_read_only_cache_serves_hits_and_streams_misses(blobs, tmp_path, read_only_view, caplog, strict):
     filled = ObjectCache(tmp_path / "c")
     big, small = entry_of(BIG, "big.bin"), entry_of(SMALL, "small.bin")
     tmp = filled.new_temp()
     os.write(tmp[0], BIG)
     os.close(tmp[0])
     filled.commit(tmp[1], big)                     # cached (by the SDK, say: no verified mark)
-    cache = ObjectCache(read_only(filled.root))
+    cache = ObjectCache(read_only_view(filled.root))
     caplog.set_level(logging.DEBUG)
 
     async def body(fetcher, reader):
