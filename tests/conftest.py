@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from wandbfs import sdk_env
+from wandbfs.sdk import env as sdk_env
 from wandbfs.emulator import Emulator
 from wandbfs.emulator.seed import seed_demo
 

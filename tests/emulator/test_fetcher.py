@@ -9,11 +9,11 @@ import pytest
 import trio
 
 from tests.helpers import wait_for
-from wandbfs.cache import ObjectCache
-from wandbfs.catalog import Catalog
-from wandbfs.eviction import CacheLimits, Evictor
-from wandbfs.fetcher import Fetcher, FetchError, FetchPolicy, NoSpace, UncachedStream
-from wandbfs.wandb_client import NotFound, WandbClient
+from wandbfs.cache.store import ObjectCache
+from wandbfs.catalog.catalog import Catalog
+from wandbfs.cache.eviction import CacheLimits, Evictor
+from wandbfs.fill.fetcher import Fetcher, FetchError, FetchPolicy, NoSpace, UncachedStream
+from wandbfs.sdk.client import NotFound, WandbClient
 
 
 def _run(emu, cache_dir: Path, body, policy: FetchPolicy | None = None, limits: CacheLimits | None = None,

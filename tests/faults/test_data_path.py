@@ -28,10 +28,10 @@ import urllib3
 from tests.faults.test_fault_matrix import _no_temps, _read, record
 from tests.fs.conftest import blob_gets
 from tests.helpers import wait_for
-from wandbfs.cache import ObjectCache
+from wandbfs.cache.store import ObjectCache
 from wandbfs.emulator.seed import publish
-from wandbfs.manifest import ManifestEntry
-from wandbfs.prefetch import FetchError, FetchPolicy, FetchStats, FillItem, RangeGetter
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.fill.item import FetchError, FetchPolicy, FetchStats, FillItem, RangeGetter
 
 MiB = 1 << 20
 DATA = random.Random(11).randbytes(5 * MiB + 321)
@@ -101,7 +101,7 @@ def test_a_200_to_a_ranged_get_is_read_from_the_parts_start(emu, blob, times, ca
     entry, url = blob
     getter, stats = _getter(entry, url)
     emu.faults.set([{"route": "blob", "ignore_range": True, "times": times}])
-    with caplog.at_level(logging.WARNING, logger="wandbfs.prefetch"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.fill.item"):
         parts = [_fetch(getter, s, min(s + MiB, len(DATA))) for s in range(0, len(DATA), MiB)]
     assert b"".join(c for part in parts for _, c in part) == DATA
     assert stats.retries == 0
@@ -184,7 +184,7 @@ def _fill(cache: ObjectCache, data: bytes) -> FillItem:
 def test_a_temp_removed_just_before_the_rename_is_replaced(tmp_path, removals, caplog):
     cache = _TempsRemovedAtCommit(tmp_path / "c")
     cache.removals = removals
-    with caplog.at_level(logging.WARNING, logger="wandbfs.prefetch"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.fill.item"):
         item = _fill(cache, DATA)
     assert item.error is None and item.path is not None and item.path.read_bytes() == DATA
     assert sum("was removed during its download" in r.getMessage() for r in caplog.records) == removals

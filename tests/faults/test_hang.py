@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import wait_for
 from wandbfs.emulator.seed import publish
-from wandbfs.sdk_env import FAST_ENV
+from wandbfs.sdk.env import FAST_ENV
 
 HOUR_MS = 3_600_000
 HANG = [{"route": "*", "latency_ms": HOUR_MS}]   # GraphQL, manifests, blobs, file_stream: no answer

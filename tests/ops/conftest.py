@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from tests.fs.conftest import _mounted, daemon_env, mount, mount_env, run_cli  # noqa: F401  (fixtures)
-from wandbfs.mount_helper import HELPER_NAMES
+from wandbfs.cli.mount_helper import HELPER_NAMES
 
 SBIN = Path("/sbin")
 

@@ -12,7 +12,7 @@ import wandb
 
 from tests.helpers import wait_for
 from tests.ops.conftest import _mounted, daemon_env, force_unmount, run_cli
-from wandbfs.mount_helper import (
+from wandbfs.cli.mount_helper import (
     GENERIC_FLAGS,
     HelperError,
     daemon_env as helper_env,
@@ -24,7 +24,7 @@ from wandbfs.mount_helper import (
     remove_links,
     translate,
 )
-from wandbfs.procutil import process_alive
+from wandbfs.daemon.procutil import process_alive
 
 TABLE = option_table()
 
@@ -44,7 +44,7 @@ def test_argv_as_mount8_passes_it():
 
 
 def test_every_mount_option_is_an_o_key():
-    from wandbfs.cli import mount as mount_command
+    from wandbfs.cli.main import mount as mount_command
 
     longs = {f for p in mount_command.params if isinstance(p, click.Option)
              for f in [*p.opts, *p.secondary_opts] if f.startswith("--")}

@@ -13,7 +13,7 @@ import pytest
 import wandb
 
 from tests.fs.conftest import run_cli
-from wandbfs.resolve_cmd import (
+from wandbfs.cli.resolve_cmd import (
     Resolution,
     ResolveError,
     api_snippet,

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.fs.conftest import daemon_env, mount  # noqa: F401 - mount is a fixture used by these tests
-from wandbfs.cache import ObjectCache
+from wandbfs.cache.store import ObjectCache
 
 # ---- an HTTP origin with ETag, Range and If-Match --------------------------------------
 
@@ -229,7 +229,7 @@ def cache_object(cache_dir: Path, version: str, path: str) -> Path:
     """Where the SDK's cache keeps this entry of a published version."""
     import wandb
 
-    from wandbfs.manifest import parse_manifest
+    from wandbfs.model.manifest import parse_manifest
 
     art = wandb.Api().artifact(version)
     entry = parse_manifest(art.manifest.to_manifest_json()).entries[path]

@@ -9,7 +9,7 @@ from pathlib import Path
 import wandb
 
 from tests.refs.conftest import publish_refs, unique
-from wandbfs.wandb_client import WandbClient
+from wandbfs.sdk.client import WandbClient
 
 
 def test_sdk_publishes_and_downloads_references(emu, fresh_cache, origin, s3, tmp_path):

@@ -12,11 +12,11 @@ import trio
 import urllib3
 
 from tests.refs.conftest import Origin
-from wandbfs.cache import ObjectCache, object_key
-from wandbfs.fetcher import Fetcher
-from wandbfs.manifest import parse_manifest
-from wandbfs.prefetch import FetchPolicy, FetchStats
-from wandbfs.refs import (HttpSource, RefChanged, RefDenied, RefResolver, Unsupported, etag_matches, expected_etag,
+from wandbfs.cache.store import ObjectCache, object_key
+from wandbfs.fill.fetcher import Fetcher
+from wandbfs.model.manifest import parse_manifest
+from wandbfs.fill.item import FetchPolicy, FetchStats
+from wandbfs.fill.refs import (HttpSource, RefChanged, RefDenied, RefResolver, Unsupported, etag_matches, expected_etag,
                           is_unchecksummed_file_ref, local_path, parse_s3, total_size, unsupported_reason)
 
 

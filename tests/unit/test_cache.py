@@ -1,4 +1,4 @@
-"""Unit tests for wandbfs.cache (SDK-compatible content-addressed cache)."""
+"""Unit tests for wandbfs.cache.store (SDK-compatible content-addressed cache)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from wandbfs.cache import (
+from wandbfs.cache.store import (
     TEMP_PREFIX,
     DigestMismatch,
     Hasher,
@@ -22,7 +22,7 @@ from wandbfs.cache import (
     default_cache_root,
     object_key,
 )
-from wandbfs.manifest import ManifestEntry, parse_manifest
+from wandbfs.model.manifest import ManifestEntry, parse_manifest
 
 # --- helpers -------------------------------------------------------------------
 
@@ -714,7 +714,7 @@ def test_read_only_cache_is_read_and_said_once(  # type: ignore[no-untyped-def]
     orphan = filled.tmp_dir / f"{TEMP_PREFIX}{_dead_pid()}-left"
     orphan.write_bytes(b"x")
     ro = ObjectCache(read_only_view(filled.root))
-    caplog.set_level(logging.WARNING, logger="wandbfs.cache")
+    caplog.set_level(logging.WARNING, logger="wandbfs.cache.store")
 
     assert ro.cleanup_orphan_temps() == 0 and ro.read_only      # kept, not an error
     assert (ro.tmp_dir / orphan.name).exists()
@@ -756,12 +756,12 @@ def test_metastore_on_a_read_only_dir_reads_and_says_once(  # type: ignore[no-un
         tmp_path: Path, read_only_view, caplog) -> None:
     import logging
 
-    from wandbfs.metastore import MetaStore
+    from wandbfs.catalog.metastore import MetaStore
 
     (tmp_path / "m").mkdir()
     MetaStore(tmp_path / "m" / "wandbfs-meta").save_listing(("orgs",), ["acme"])
     ro = MetaStore(read_only_view(tmp_path / "m") / "wandbfs-meta")
-    caplog.set_level(logging.WARNING, logger="wandbfs.metastore")
+    caplog.set_level(logging.WARNING, logger="wandbfs.catalog.metastore")
     assert ro.load_listing(("orgs",)) == ["acme"]
     for i in range(5):
         ro.save_listing(("regs", f"org{i}"), [])                # skipped, not an error

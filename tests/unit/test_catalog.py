@@ -7,9 +7,9 @@ import threading
 import pytest
 import trio
 
-from wandbfs.catalog import Catalog
-from wandbfs.manifest import parse_manifest
-from wandbfs.wandb_client import (CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
+from wandbfs.catalog.catalog import Catalog
+from wandbfs.model.manifest import parse_manifest
+from wandbfs.sdk.client import (CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
                                   VersionDetail, VersionSummary)
 
 
@@ -108,8 +108,8 @@ def test_versions_are_loaded_once_and_concurrent_callers_share_one_call():
 
 def test_expired_listings_are_served_at_once_and_refreshed_in_the_background():
     """Stale-while-revalidate: W&B hanging never holds up a name seen before."""
-    from wandbfs.gate import Gate
-    from wandbfs.wandb_client import Unreachable
+    from wandbfs.sdk.gate import Gate
+    from wandbfs.sdk.client import Unreachable
 
     client = FakeClient()
 
@@ -142,8 +142,8 @@ def test_expired_listings_are_served_at_once_and_refreshed_in_the_background():
 
 
 def test_a_never_seen_version_waits_only_the_lookup_timeout_and_the_load_goes_on():
-    from wandbfs.gate import Gate
-    from wandbfs.wandb_client import Unreachable
+    from wandbfs.sdk.gate import Gate
+    from wandbfs.sdk.client import Unreachable
 
     client = FakeClient()
 
@@ -163,7 +163,7 @@ def test_a_never_seen_version_waits_only_the_lookup_timeout_and_the_load_goes_on
 
 
 def test_refresh_reloads_now_and_keeps_the_stale_copy_when_w_and_b_hangs():
-    from wandbfs.gate import Gate
+    from wandbfs.sdk.gate import Gate
 
     client = FakeClient()
 

@@ -1,12 +1,12 @@
-"""Content-Range checks (wandbfs.ranges) and the fetch policy's timeouts: a 206 body is written
+"""Content-Range checks (wandbfs.model.ranges) and the fetch policy's timeouts: a 206 body is written
 at the requested offset only when the server says it is exactly that range of that object."""
 
 from __future__ import annotations
 
 import pytest
 
-from wandbfs.prefetch import FetchPolicy
-from wandbfs.ranges import content_range_problem, parse_content_range
+from wandbfs.fill.item import FetchPolicy
+from wandbfs.model.ranges import content_range_problem, parse_content_range
 
 SIZE = 10_000
 

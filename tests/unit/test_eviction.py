@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_cache import md5_entry, write_temp
-from wandbfs.cache import ObjectCache
-from wandbfs.eviction import CacheLimits, CachedObject, Evictor, format_size, parse_size, plan_eviction
-from wandbfs.pins import PinStore
+from wandbfs.cache.store import ObjectCache
+from wandbfs.cache.eviction import CacheLimits, CachedObject, Evictor, format_size, parse_size, plan_eviction
+from wandbfs.cache.pins import PinStore
 
 
 def objs(*sizes_atimes: tuple[int, float]) -> list[CachedObject]:

@@ -8,8 +8,8 @@ import time
 import pytest
 import trio
 
-from wandbfs.gate import Breaker, Gate, call_with_deadline
-from wandbfs.wandb_client import BackendError, NotFound, Unreachable
+from wandbfs.sdk.gate import Breaker, Gate, call_with_deadline
+from wandbfs.sdk.client import BackendError, NotFound, Unreachable
 
 
 class Clock:

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from wandbfs.journal import MOUNT_RUN, JournalEntry, LineageJournal, read_journal, use_key
-from wandbfs.readers import ReaderInfo, parse_environ, run_from_environ
+from wandbfs.lineage.journal import MOUNT_RUN, JournalEntry, LineageJournal, read_journal, use_key
+from wandbfs.lineage.readers import ReaderInfo, parse_environ, run_from_environ
 
 
 def _entry(run: str, art: str, t: float = 1.0) -> JournalEntry:

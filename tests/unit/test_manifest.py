@@ -1,4 +1,4 @@
-"""Unit tests for wandbfs.manifest (manifest parsing and file tree)."""
+"""Unit tests for wandbfs.model.manifest (manifest parsing and file tree)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import xxhash
 
-from wandbfs.manifest import (
+from wandbfs.model.manifest import (
     DIR,
     Manifest,
     ManifestEntry,
@@ -253,7 +253,7 @@ def test_file_reference_needs_real_md5() -> None:
     ],
 )
 def test_bad_paths_are_skipped(path: str, reason: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.model.manifest"):
         m = parse_manifest(doc({path: ent(), "good.txt": ent()}))
     assert list(m.entries) == ["good.txt"]
     assert reason in skipped_reasons(m)[path]
@@ -308,7 +308,7 @@ def test_bad_paths_from_raw_json() -> None:
     ],
 )
 def test_bad_entry_fields_are_skipped(entry: Any, reason: str | None, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.model.manifest"):
         m = parse_manifest(doc({"bad": entry, "good": ent()}))
     if reason is None:   # a control: the same shape, valid, is kept
         assert sorted(m.entries) == ["bad", "good"] and not m.skipped
@@ -321,7 +321,7 @@ def test_bad_entry_fields_are_skipped(entry: Any, reason: str | None, caplog: py
 def test_largest_size_is_kept_and_one_more_hides_only_that_entry(caplog: pytest.LogCaptureFixture) -> None:
     """st_size is a signed 64-bit off_t: 2^63-1 is shown, 2^63 would fail the whole folder's readdir."""
     raw = json.dumps(doc({"max.bin": ent(size=2**63 - 1), "over.bin": ent(size=2**63), "ok.txt": ent()}))
-    with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.model.manifest"):
         m = parse_manifest(raw)
     assert sorted(m.entries) == ["max.bin", "ok.txt"]
     assert m.entries["max.bin"].size == 2**63 - 1
@@ -345,7 +345,7 @@ def test_duplicate_keys_in_raw_json_last_wins(caplog: pytest.LogCaptureFixture) 
         f'"dup.txt": {{"digest": "{second}", "size": 7}}'
         "}}"
     ).encode()
-    with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.model.manifest"):
         m = parse_manifest(raw)
     # json.loads (and so the SDK) keeps the last value; so do we.
     assert json.loads(raw)["contents"]["dup.txt"]["digest"] == second
@@ -368,7 +368,7 @@ def test_file_folder_clash_keeps_folder(order: str, caplog: pytest.LogCaptureFix
     items = [("model", ent(b"file")), ("model/weights.bin", ent(b"w"))]
     if order == "folder_first":
         items.reverse()
-    with caplog.at_level(logging.WARNING, logger="wandbfs.manifest"):
+    with caplog.at_level(logging.WARNING, logger="wandbfs.model.manifest"):
         m = parse_manifest(doc(dict(items)))
     assert list(m.entries) == ["model/weights.bin"]
     assert "file/folder clash" in skipped_reasons(m)["model"]

@@ -1,4 +1,4 @@
-"""Unit tests for wandbfs.names (registry naming and mount-path parsing)."""
+"""Unit tests for wandbfs.model.names (registry naming and mount-path parsing)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from wandbfs.names import (
+from wandbfs.model.names import (
     DEFAULT_VERSION,
     REGISTRY_PREFIX,
     Level,

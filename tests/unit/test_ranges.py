@@ -2,7 +2,7 @@
 
 import random
 
-from wandbfs.ranges import RangeSet
+from wandbfs.model.ranges import RangeSet
 
 
 def test_merge_and_contains():

@@ -22,12 +22,12 @@ import trio
 import trio.testing
 import urllib3
 
-from wandbfs.cache import ObjectCache
-from wandbfs.eviction import CacheLimits, Evictor
-from wandbfs.fetcher import BadBytes, Fetcher, FetchPolicy, FillItem, close_if_idle
-from wandbfs.manifest import ManifestEntry, parse_manifest
-from wandbfs.prefetch import FetchStats
-from wandbfs.reader import ObjectReader, ReadCounters
+from wandbfs.cache.store import ObjectCache
+from wandbfs.cache.eviction import CacheLimits, Evictor
+from wandbfs.fill.fetcher import BadBytes, Fetcher, FetchPolicy, FillItem, close_if_idle
+from wandbfs.model.manifest import ManifestEntry, parse_manifest
+from wandbfs.fill.item import FetchStats
+from wandbfs.fill.reader import ObjectReader, ReadCounters
 
 MiB = 1 << 20
 BIG = random.Random(1).randbytes(3 * MiB + 123)      # three 1 MiB parts and a bit

@@ -1,7 +1,7 @@
 """TTL map and inode table: pure bookkeeping, tested with an injected clock."""
 
-from wandbfs.inodes import ROOT_INODE, InodeTable, inode_for
-from wandbfs.ttl import TtlMap
+from wandbfs.fuse.inodes import ROOT_INODE, InodeTable, inode_for
+from wandbfs.model.ttl import TtlMap
 
 
 def test_ttl_expiry_and_stale_value():

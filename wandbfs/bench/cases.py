@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .infra import MiB, WrongBytes, dir_usage, graphql_counts, read_file, reset_peak, rmtree, timed
-from .report import Row, speed_ratio
+from wandbfs.bench.infra import MiB, WrongBytes, dir_usage, graphql_counts, read_file, reset_peak, rmtree, timed
+from wandbfs.bench.report import Row, speed_ratio
 
 if TYPE_CHECKING:
-    from .infra import Link
-    from .runner import Bench
+    from wandbfs.bench.infra import Link
+    from wandbfs.bench.runner import Bench
 
 BIG = "bundle/v0/model.bin"
 MEM_BOUND = 64 * MiB  # R8: the daemon may grow this much while reading the large file, whatever its size

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from wandbfs.emulator.seed import SOURCE_ENTITY, SOURCE_PROJECT
 
-from .infra import MiB, EmulatorProc, hermetic_env
+from wandbfs.bench.infra import MiB, EmulatorProc, hermetic_env
 
 ORG, REGISTRY = "acme", "bench"
 SDK_PROBE_VERSIONS = 4

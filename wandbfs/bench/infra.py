@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import sdk_env
-from ..procutil import process_alive
-from .netns import WanLink
+from wandbfs.sdk import env as sdk_env
+from wandbfs.daemon.procutil import process_alive
+from wandbfs.bench.netns import WanLink
 
 API_KEY = "bench" + "k" * 40
 

@@ -16,12 +16,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import cases
-from .data import DataSpec, Dataset, build, mirror_tree
-from .infra import (MiB, Cleanup, WrongBytes, EmulatorProc, Link, Nginx, PageCache, RcloneMount, WandbfsMount,
+from wandbfs.bench import cases
+from wandbfs.bench.data import DataSpec, Dataset, build, mirror_tree
+from wandbfs.bench.infra import (MiB, Cleanup, WrongBytes, EmulatorProc, Link, Nginx, PageCache, RcloneMount, WandbfsMount,
                     hermetic_env, machine, rmtree, sha256_file)
-from .netns import WanLink, WanUnavailable
-from .report import Row, markdown, table, to_json
+from wandbfs.bench.netns import WanLink, WanUnavailable
+from wandbfs.bench.report import Row, markdown, table, to_json
 
 ALL_CASES = ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9"]
 
@@ -217,7 +217,7 @@ class Bench:
 
     def warm_server(self, meta: dict[str, Any]) -> None:
         """Keep the server side's copy in the page cache: the client is what we measure."""
-        from .infra import read_file
+        from wandbfs.bench.infra import read_file
 
         read_file(self.blob(meta))
 

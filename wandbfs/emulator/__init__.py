@@ -3,6 +3,6 @@
 ``Emulator`` (server.py) is the in-process API; ``wandbfs emulator serve`` the command.
 """
 
-from .server import Emulator
+from wandbfs.emulator.server import Emulator
 
 __all__ = ["Emulator"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .seed import seed_demo
-from .server import Emulator
+from wandbfs.emulator.seed import seed_demo
+from wandbfs.emulator.server import Emulator
 
 
 @click.group("emulator")

@@ -11,9 +11,9 @@ import json
 import re
 from typing import Any, Callable, Iterable, Sequence
 
-from .executor import GraphQLFailure, Node
-from .signing import UrlSigner
-from .store import (REGISTRY_PREFIX, VIEWER, Artifact, Collection, Entity, Membership, Org,
+from wandbfs.emulator.executor import GraphQLFailure, Node
+from wandbfs.emulator.signing import UrlSigner
+from wandbfs.emulator.store import (REGISTRY_PREFIX, VIEWER, Artifact, Collection, Entity, Membership, Org,
                     Project, Run, Store, StoreError, gid, now_iso)
 
 FEATURES_ON = {

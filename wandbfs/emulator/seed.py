@@ -14,7 +14,7 @@ import json
 import random
 from typing import Mapping
 
-from .store import Artifact, Membership, Store
+from wandbfs.emulator.store import Artifact, Membership, Store
 
 SOURCE_ENTITY = "alice"
 SOURCE_PROJECT = "demo-source"

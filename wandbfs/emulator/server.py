@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .executor import execute
-from .faults import Faults, FaultRule, LogEntry, RequestLog, corrupt, misrange, pace
-from .schema import Ctx, MutationRoot, QueryRoot
-from .signing import UrlSigner
-from .store import Store
+from wandbfs.emulator.executor import execute
+from wandbfs.emulator.faults import Faults, FaultRule, LogEntry, RequestLog, corrupt, misrange, pace
+from wandbfs.emulator.schema import Ctx, MutationRoot, QueryRoot
+from wandbfs.emulator.signing import UrlSigner
+from wandbfs.emulator.store import Store
 
 log = logging.getLogger("wandbfs.emulator")
 

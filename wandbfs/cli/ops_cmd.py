@@ -22,12 +22,12 @@ from typing import Any
 
 import click
 
-from .control import CALL_TIMEOUT, NoAnswer, Pending, bounded, daemon_problem, find_daemon, mount_path, \
+from wandbfs.cli.control import CALL_TIMEOUT, NoAnswer, Pending, bounded, daemon_problem, find_daemon, mount_path, \
     no_answer_message, stopped_message
-from .eviction import format_size
-from .lockfile import LockEntry, render_lock
-from .names import Level, parse_mount_path
-from .resolve_cmd import (ResolveError, find_in_mounts, is_name, locate, looks_like_path, read_mounts, resolve,
+from wandbfs.cache.eviction import format_size
+from wandbfs.model.lockfile import LockEntry, render_lock
+from wandbfs.model.names import Level, parse_mount_path
+from wandbfs.cli.resolve_cmd import (ResolveError, find_in_mounts, is_name, locate, looks_like_path, read_mounts, resolve,
                           resolve_name)
 
 XATTR = "user.wandb."
@@ -166,7 +166,7 @@ def refresh_command(mountpoint: Path, paths: tuple[str, ...], timeout: float) ->
     PATH is relative to MOUNTPOINT (acme/model/resnet50) or a path inside it. The next
     listing or alias lookup asks W&B. Same as SIGHUP to the daemon, which drops everything.
     """
-    from .mount import refresh_file, taking_file
+    from wandbfs.daemon.serve import refresh_file, taking_file
 
     mp = Path(mountpoint).absolute()
     daemon = find_daemon(mp)

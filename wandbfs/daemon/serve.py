@@ -75,7 +75,7 @@ def state_dir() -> Path:
 
 def _mount_id(mountpoint: Path) -> str:
     """Names the mount point's state files; never touches the mount point (see control.mount_path)."""
-    from .control import mount_id
+    from wandbfs.cli.control import mount_id
 
     return mount_id(mountpoint)
 
@@ -95,14 +95,14 @@ def default_log_file(mountpoint: Path) -> Path:
 
 def is_mounted(mountpoint: Path) -> bool:
     """From /proc/self/mountinfo alone: no syscall on the mount point, whose daemon may not answer."""
-    from .control import is_mounted as mounted
+    from wandbfs.cli.control import is_mounted as mounted
 
     return mounted(mountpoint)
 
 
 def fusermount_unmount(mountpoint: Path, lazy: bool = False) -> None:
     """fusermount3 -u (-z), else umount (-l); each bounded, so a hung mount cannot hold us."""
-    from .control import run_command
+    from wandbfs.cli.control import run_command
 
     r = run_command(["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(mountpoint)])
     if r.returncode != 0:
@@ -113,7 +113,7 @@ def fusermount_unmount(mountpoint: Path, lazy: bool = False) -> None:
 
 
 def load_lock(config: MountConfig) -> dict[tuple[str, str, str], dict[str, int]]:
-    from .lockfile import parse_lock
+    from wandbfs.model.lockfile import parse_lock
 
     if config.lock_file is None:
         return {}
@@ -125,7 +125,7 @@ def load_lock(config: MountConfig) -> dict[tuple[str, str, str], dict[str, int]]
 
 def preflight(config: MountConfig) -> None:
     """The checks that need no W&B call; each failure is one clear line."""
-    from .control import check_mount_point
+    from wandbfs.cli.control import check_mount_point
 
     load_lock(config)
     # A daemon still alive there (stopped, serving, or finishing) is refused with its pid;
@@ -138,7 +138,7 @@ def preflight(config: MountConfig) -> None:
 def _dead_mount(mp: Path) -> bool:
     """A mount whose daemon died (SIGKILL): the kernel may still answer stat from its cache,
     but listing it needs the daemon. Bounded: MountError when it does not answer."""
-    from .control import dead_mount
+    from wandbfs.cli.control import dead_mount
 
     return dead_mount(mp)
 
@@ -161,17 +161,17 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     import pyfuse3
     import trio
 
-    from .cache import ObjectCache, default_cache_root
-    from .catalog import Catalog
-    from .eviction import CacheLimits, Evictor
-    from .pins import PinStore
-    from .fetcher import Fetcher, FetchPolicy
-    from .fs import FsOptions, WandbFS
-    from .access_log import AccessLog
-    from .journal import LineageJournal
-    from .lineage import Lineage, MountRun, RunRecorder
-    from .metastore import MetaStore
-    from .wandb_client import BackendError, WandbClient, WandbError
+    from wandbfs.cache.store import ObjectCache, default_cache_root
+    from wandbfs.catalog.catalog import Catalog
+    from wandbfs.cache.eviction import CacheLimits, Evictor
+    from wandbfs.cache.pins import PinStore
+    from wandbfs.fill.fetcher import Fetcher, FetchPolicy
+    from wandbfs.fuse.ops import FsOptions, WandbFS
+    from wandbfs.lineage.access_log import AccessLog
+    from wandbfs.lineage.journal import LineageJournal
+    from wandbfs.lineage.queue import Lineage, MountRun, RunRecorder
+    from wandbfs.catalog.metastore import MetaStore
+    from wandbfs.sdk.client import BackendError, WandbClient, WandbError
 
     # A WANDB_SERVICE inherited from a calling process that uses wandb points at that
     # process's wandb-core, which goes away with it: the daemon starts its own.
@@ -184,7 +184,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
     for var, value in (("WANDB__GRAPHQL_RETRY_MAX", "3"), ("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS", "1"),
                        ("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS", "2"), ("WANDB_HTTP_TIMEOUT", "20")):
         os.environ.setdefault(var, value)
-    from .gate import Gate, call_with_deadline
+    from wandbfs.sdk.gate import Gate, call_with_deadline
 
     client = WandbClient()
     mount_run: MountRun | None = None
@@ -263,7 +263,7 @@ def serve(config: MountConfig, on_ready: Callable[[str | None], None]) -> int:
         access_log = AccessLog(config.access_log) if config.access_log else None
         metrics = None
         if config.metrics_addr:
-            from .metrics import Metrics
+            from wandbfs.daemon.metrics import Metrics
             metrics = Metrics()
             gate.observe = metrics.observe_call
             fetcher.metrics = metrics
@@ -618,7 +618,7 @@ def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
     os.close(r)
     msg = b"".join(chunks).decode()
     if msg != "OK":
-        from .control import wait_gone
+        from wandbfs.cli.control import wait_gone
 
         # Bounded: a daemon that reported its failure but hangs on its way out must not hold us.
         if not wait_gone(pid, 10.0):
@@ -635,7 +635,7 @@ def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
 def unmount(mountpoint: Path, timeout: float = 15.0, force: bool = False) -> list[str]:
     """Unmount, then wait (bounded) for the daemon to finish; ``force`` detaches a daemon that
     does not answer (see control.force_unmount). Returns what --force did."""
-    from .control import force_unmount, unmount as plain_unmount
+    from wandbfs.cli.control import force_unmount, unmount as plain_unmount
 
     if force:
         return force_unmount(mountpoint)
@@ -644,7 +644,7 @@ def unmount(mountpoint: Path, timeout: float = 15.0, force: bool = False) -> lis
 
 
 def _alive(pid: int) -> bool:
-    from .procutil import process_alive
+    from wandbfs.daemon.procutil import process_alive
 
     return process_alive(pid)
 

@@ -20,13 +20,13 @@ from typing import Any, Callable
 
 import trio
 
-from .cache import ObjectCache, default_cache_root
-from .catalog import Catalog
-from .fetcher import Fetcher, FetchPolicy
-from .manifest import ManifestEntry
-from .names import Level, parse_mount_path, parse_qualified_name
-from .refs import Unsupported
-from .wandb_client import BackendError, NotFound, WandbClient
+from wandbfs.cache.store import ObjectCache, default_cache_root
+from wandbfs.catalog.catalog import Catalog
+from wandbfs.fill.fetcher import Fetcher, FetchPolicy
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.model.names import Level, parse_mount_path, parse_qualified_name
+from wandbfs.fill.refs import Unsupported
+from wandbfs.sdk.client import BackendError, NotFound, WandbClient
 
 log = logging.getLogger(__name__)
 

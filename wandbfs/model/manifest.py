@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 import xxhash
 
-from .names import is_safe_name
+from wandbfs.model.names import is_safe_name
 
 __all__ = [
     "DIR",

@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from .cache import ObjectCache, default_cache_root
-from .eviction import CacheLimits, CachedObject, Evictor, format_size, parse_size
-from .pins import PinStore
+from wandbfs.cache.store import ObjectCache, default_cache_root
+from wandbfs.cache.eviction import CacheLimits, CachedObject, Evictor, format_size, parse_size
+from wandbfs.cache.pins import PinStore
 
 CACHE_DIR_HELP = "Cache directory (default: the SDK's, $WANDB_CACHE_DIR or ~/.cache/wandb, as for mount)."
 
@@ -159,10 +159,10 @@ def clear_cmd(cache_dir: Path | None, include_pinned: bool, yes: bool, quiet: bo
 
 async def _resolve_version(spec: str) -> tuple[Any, Any, str | None]:
     """(target, detail, alias) for a registry name or a path in a mount."""
-    from .catalog import Catalog
-    from .names import parse_version_token
-    from .prefetch_cmd import resolve_target
-    from .wandb_client import WandbClient
+    from wandbfs.catalog.catalog import Catalog
+    from wandbfs.model.names import parse_version_token
+    from wandbfs.cli.prefetch_cmd import resolve_target
+    from wandbfs.sdk.client import WandbClient
 
     target = resolve_target(spec)
     catalog = Catalog(WandbClient())
@@ -186,10 +186,10 @@ def pin_command(target: str | None, cache_dir: Path | None, no_fetch: bool, quie
     """
     import trio
 
-    from .fetcher import FetchPolicy
-    from .names import qualified_name
-    from .prefetch_cmd import Target, prefetch_with_progress
-    from .wandb_client import WandbError
+    from wandbfs.fill.fetcher import FetchPolicy
+    from wandbfs.model.names import qualified_name
+    from wandbfs.cli.prefetch_cmd import Target, prefetch_with_progress
+    from wandbfs.sdk.client import WandbError
 
     cache = _cache(cache_dir)
     pins = PinStore(cache.root)
@@ -224,8 +224,8 @@ def unpin_command(target: str, cache_dir: Path | None) -> None:
     """
     import trio
 
-    from .names import qualified_name
-    from .wandb_client import WandbError
+    from wandbfs.model.names import qualified_name
+    from wandbfs.sdk.client import WandbError
 
     pins = PinStore(_cache(cache_dir).root)
     try:

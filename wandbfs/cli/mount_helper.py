@@ -137,7 +137,7 @@ class OptSpec:
 def option_table(params: Iterable[Any] | None = None) -> dict[str, OptSpec]:
     """``-o`` keys from the ``wandbfs mount`` command's own options: ``--cache-dir`` -> ``cache_dir``."""
     if params is None:
-        from .cli import mount as mount_command
+        from wandbfs.cli.main import mount as mount_command
 
         params = mount_command.params
     table: dict[str, OptSpec] = {}

@@ -29,10 +29,10 @@ from typing import Callable, Mapping, Protocol
 import trio
 import urllib3
 
-from .cache import DigestMismatch, Hasher, ObjectCache
-from .manifest import ManifestEntry
-from .ranges import RangeSet, content_range_problem
-from .wandb_client import AuthError, BackendError, NotFound
+from wandbfs.cache.store import DigestMismatch, Hasher, ObjectCache
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.model.ranges import RangeSet, content_range_problem
+from wandbfs.sdk.client import AuthError, BackendError, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any, Callable, TypeVar
 
 import urllib3
 
-from .manifest import Manifest, parse_manifest
-from .names import qualified_name, registry_project
+from wandbfs.model.manifest import Manifest, parse_manifest
+from wandbfs.model.names import qualified_name, registry_project
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

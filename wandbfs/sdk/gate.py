@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import trio
 
-from .wandb_client import BackendError, Unreachable
+from wandbfs.sdk.client import BackendError, Unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

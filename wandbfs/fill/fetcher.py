@@ -36,13 +36,13 @@ from typing import Any, Awaitable, Callable
 import trio
 import urllib3
 
-from .cache import ObjectCache
-from .eviction import CacheLimits, Evictor
-from .manifest import ManifestEntry
-from .prefetch import BadBytes, FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
-from .refs import RefResolver, Unsupported
-from .stream import UncachedStream
-from .wandb_client import VersionDetail
+from wandbfs.cache.store import ObjectCache
+from wandbfs.cache.eviction import CacheLimits, Evictor
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.fill.item import BadBytes, FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
+from wandbfs.fill.refs import RefResolver, Unsupported
+from wandbfs.fill.stream import UncachedStream
+from wandbfs.sdk.client import VersionDetail
 
 log = logging.getLogger(__name__)
 

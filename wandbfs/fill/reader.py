@@ -32,10 +32,10 @@ from typing import Callable
 
 import trio
 
-from .fetcher import Fetcher, FetchError, FillItem, NoSpace, UncachedStream
-from .manifest import ManifestEntry
-from .prefetch import CHUNK
-from .wandb_client import AuthError, BackendError, NotFound, VersionDetail
+from wandbfs.fill.fetcher import Fetcher, FetchError, FillItem, NoSpace, UncachedStream
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.fill.item import CHUNK
+from wandbfs.sdk.client import AuthError, BackendError, NotFound, VersionDetail
 
 log = logging.getLogger(__name__)
 

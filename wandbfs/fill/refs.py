@@ -43,10 +43,10 @@ from typing import Any, Callable, Mapping
 
 import urllib3
 
-from .manifest import ManifestEntry
-from .prefetch import (CHUNK, FOLLOW_REDIRECTS, FetchError, FetchPolicy, FetchStats, Getter, RangeGetter, Sink,
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.fill.item import (CHUNK, FOLLOW_REDIRECTS, FetchError, FetchPolicy, FetchStats, Getter, RangeGetter, Sink,
                        deliver)
-from .wandb_client import AuthError
+from wandbfs.sdk.client import AuthError
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Hashable
 
-from .cache import UNWRITABLE
-from .manifest import parse_manifest
-from .wandb_client import CollectionInfo, CollectionVersions, RegistryInfo, VersionDetail, VersionSummary
+from wandbfs.cache.store import UNWRITABLE
+from wandbfs.model.manifest import parse_manifest
+from wandbfs.sdk.client import CollectionInfo, CollectionVersions, RegistryInfo, VersionDetail, VersionSummary
 
 log = logging.getLogger(__name__)
 

@@ -52,8 +52,8 @@ from typing import Any, Final, Literal
 
 import xxhash
 
-from .manifest import Alg, ManifestEntry
-from .procutil import process_alive
+from wandbfs.model.manifest import Alg, ManifestEntry
+from wandbfs.daemon.procutil import process_alive
 
 __all__ = [
     "CACHE_DIR_ENV",

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from .names import (
+from wandbfs.model.names import (
     Level,
     ParsedPath,
     is_safe_name,
@@ -276,7 +276,7 @@ def resolve_mount_path(spec: str, mounts: Sequence[str] | None = None, cwd: str 
 
 
 def _sdk_artifact(name: str) -> Any:
-    from .wandb_client import WandbClient
+    from wandbfs.sdk.client import WandbClient
 
     client = WandbClient()
     return client._call(lambda: client.api().artifact(name))  # maps SDK errors to ours
@@ -346,7 +346,7 @@ def resolve_command(target: str, as_json: bool, pin: bool, entity: str | None, p
     pinned name, with the alias it came through: acme/wandb-registry-model/resnet50:v3 via
     production.
     """
-    from .wandb_client import WandbError
+    from wandbfs.sdk.client import WandbError
 
     try:
         r = resolve(target, ask_wandb=not offline)

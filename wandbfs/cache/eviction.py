@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .cache import ObjectCache
+from wandbfs.cache.store import ObjectCache
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import threading
 import trio
 import urllib3
 
-from .cache import Hasher
-from .manifest import ManifestEntry
-from .prefetch import BadBytes, FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
+from wandbfs.cache.store import Hasher
+from wandbfs.model.manifest import ManifestEntry
+from wandbfs.fill.item import BadBytes, FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
 
 log = logging.getLogger(__name__)
 

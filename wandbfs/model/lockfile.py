@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .names import parse_qualified_name, parse_version_token
+from wandbfs.model.names import parse_qualified_name, parse_version_token
 
 __all__ = ["LockEntry", "parse_lock", "render_lock"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .emulator.cli import emulator_group
-from .ops_cmd import PATH_ARG
+from wandbfs.emulator.cli import emulator_group
+from wandbfs.cli.ops_cmd import PATH_ARG
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,8 +101,8 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
           concurrency: int, warm: bool, read_ahead_kb: int, xattrs: bool, metrics_addr: str | None, log_format: str,
           foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
-    from .eviction import parse_size
-    from .mount import MountConfig, MountError, mount_daemon, mount_foreground
+    from wandbfs.cache.eviction import parse_size
+    from wandbfs.daemon.serve import MountConfig, MountError, mount_daemon, mount_foreground
 
     try:
         max_size = parse_size(cache_max_size) if cache_max_size else None
@@ -149,7 +149,7 @@ def unmount(mountpoint: Path, force: bool, timeout: float) -> None:
 
     If the daemon does not answer (a command said it is stopped or hung), --force detaches it.
     """
-    from .mount import MountError, unmount as do_unmount
+    from wandbfs.daemon.serve import MountError, unmount as do_unmount
 
     try:
         done = do_unmount(mountpoint.absolute(), timeout=timeout, force=force)
@@ -176,9 +176,9 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
     TARGET is a registry name (acme/wandb-registry-model/resnet:production) or a path in a
     wandbfs mount (/mnt/wandb/acme/model/resnet/production/weights).
     """
-    from .fetcher import FetchPolicy
-    from .prefetch_cmd import default_cache, prefetch_with_progress, resolve_target
-    from .wandb_client import WandbError
+    from wandbfs.fill.fetcher import FetchPolicy
+    from wandbfs.cli.prefetch_cmd import default_cache, prefetch_with_progress, resolve_target
+    from wandbfs.sdk.client import WandbError
 
     try:
         tgt = resolve_target(target)
@@ -208,9 +208,9 @@ def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
     import json
     import time
 
-    from .control import all_daemons, find_daemon, stopped_message
-    from .journal import read_journal
-    from .mount import journal_file, state_dir
+    from wandbfs.cli.control import all_daemons, find_daemon, stopped_message
+    from wandbfs.lineage.journal import read_journal
+    from wandbfs.daemon.serve import journal_file, state_dir
 
     # Only files in the state directory: the mount point itself is never touched.
     files = [journal_file(mountpoint.absolute())] if mountpoint else sorted(state_dir().glob("lineage-*.jsonl"))
@@ -235,19 +235,19 @@ def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
 
 
 main.add_command(emulator_group)
-from .ops_cmd import info_command, lock_command, refresh_command, status_command  # noqa: E402
+from wandbfs.cli.ops_cmd import info_command, lock_command, refresh_command, status_command  # noqa: E402
 
 main.add_command(info_command)
 main.add_command(status_command)
 main.add_command(refresh_command)
 main.add_command(lock_command)
-from .cache_cmd import cache_group, pin_command, unpin_command  # noqa: E402
+from wandbfs.cli.cache_cmd import cache_group, pin_command, unpin_command  # noqa: E402
 
 main.add_command(cache_group)
 main.add_command(pin_command)
 main.add_command(unpin_command)
-from .mount_helper import install_helper_command  # noqa: E402
-from .resolve_cmd import path_command, resolve_command  # noqa: E402
+from wandbfs.cli.mount_helper import install_helper_command  # noqa: E402
+from wandbfs.cli.resolve_cmd import path_command, resolve_command  # noqa: E402
 
 main.add_command(resolve_command)
 main.add_command(path_command)

@@ -25,17 +25,17 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pyfuse3
 import trio
 
-from .catalog import Catalog
-from .fetcher import BadBytes, Fetcher
-from .inodes import ROOT_INODE, InodeTable, Node
-from .access_log import AccessLog
-from .lineage import MOUNT_RUN, Lineage, Use
-from .manifest import DIR, ManifestEntry
-from .names import REGISTRY_PREFIX, parse_version_token, qualified_name, split_qualified
-from .reader import ObjectReader, ReadCounters
-from .readers import ReaderInfo
-from .refs import RefChanged
-from .wandb_client import AuthError, BackendError, NotFound, VersionDetail
+from wandbfs.catalog.catalog import Catalog
+from wandbfs.fill.fetcher import BadBytes, Fetcher
+from wandbfs.fuse.inodes import ROOT_INODE, InodeTable, Node
+from wandbfs.lineage.access_log import AccessLog
+from wandbfs.lineage.queue import MOUNT_RUN, Lineage, Use
+from wandbfs.model.manifest import DIR, ManifestEntry
+from wandbfs.model.names import REGISTRY_PREFIX, parse_version_token, qualified_name, split_qualified
+from wandbfs.fill.reader import ObjectReader, ReadCounters
+from wandbfs.lineage.readers import ReaderInfo
+from wandbfs.fill.refs import RefChanged
+from wandbfs.sdk.client import AuthError, BackendError, NotFound, VersionDetail
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 def _guard(fn: F) -> F:
     """Map every failure to an errno; log what was unexpected. Never let one escape."""
-    from .refs import RefDenied, Unsupported  # reference entries (refs.py)
+    from wandbfs.fill.refs import RefDenied, Unsupported  # reference entries (refs.py)
 
     @functools.wraps(fn)
     async def wrapper(self: "WandbFS", *args: Any) -> Any:

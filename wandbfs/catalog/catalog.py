@@ -19,10 +19,10 @@ from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 import trio
 
-from .gate import Gate
-from .metastore import MetaStore
-from .ttl import TtlMap
-from .wandb_client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
+from wandbfs.sdk.gate import Gate
+from wandbfs.catalog.metastore import MetaStore
+from wandbfs.model.ttl import TtlMap
+from wandbfs.sdk.client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
                            Unreachable, VersionDetail, WandbClient)
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
-from .mount import MountError, state_dir
+from wandbfs.daemon.serve import MountError, state_dir
 
 T = TypeVar("T")
 
@@ -349,7 +349,7 @@ def _clear_runtime(d: Daemon) -> None:
 
 def unmount(mountpoint: str | os.PathLike[str], timeout: float = EXIT_TIMEOUT) -> None:
     """``wandbfs unmount``: unmount, then wait (bounded) for the daemon to finish its W&B run."""
-    from .mount import fusermount_unmount
+    from wandbfs.daemon.serve import fusermount_unmount
 
     mp = mount_path(mountpoint)
     d = find_daemon(mp)
@@ -386,7 +386,7 @@ def force_unmount(mountpoint: str | os.PathLike[str]) -> list[str]:
     """``wandbfs unmount --force``: detach a daemon that does not answer. Returns what was done.
 
     The lineage journal is not touched: its pending uses are sent by the next daemon."""
-    from .mount import fusermount_unmount
+    from wandbfs.daemon.serve import fusermount_unmount
 
     mp = mount_path(mountpoint)
     d = find_daemon(mp)
@@ -451,7 +451,7 @@ def dead_mount(mountpoint: str | os.PathLike[str], timeout: float = CALL_TIMEOUT
 def check_mount_point(mountpoint: str | os.PathLike[str], timeout: float = CALL_TIMEOUT) -> None:
     """Everything ``wandbfs mount`` checks about the mount point, each failure one clear line;
     no check waits on a daemon for more than ``timeout`` seconds."""
-    from .mount import fusermount_unmount
+    from wandbfs.daemon.serve import fusermount_unmount
 
     mp = mount_path(mountpoint)
     d = find_daemon(mp)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import trio
 
-from .journal import MOUNT_RUN, JournalEntry, LineageJournal, use_key
+from wandbfs.lineage.journal import MOUNT_RUN, JournalEntry, LineageJournal, use_key
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""Registry names -> versions -> manifests, cached with their lifetimes, and the on-disk
+last-known copy (metastore)."""

@@ -1,0 +1,1 @@
+"""A mount's daemon: lifecycle, wiring, signals, metrics."""
