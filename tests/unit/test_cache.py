@@ -749,7 +749,26 @@ def test_only_refused_writes_make_a_cache_read_only(tmp_path: Path) -> None:
     cache = ObjectCache(tmp_path)
     assert not cache.note_unwritable(OSError(errno.ENOSPC, "No space left on device"))
     assert not cache.read_only
-    assert cache.note_unwritable(OSError(errno.EACCES, "Permission denied")) and cache.read_only
+    # One unwritable file (another user's lock file on a shared cache): that object streams,
+    # the cache stays writable for the rest.
+    assert cache.note_unwritable(OSError(errno.EACCES, "Permission denied")) and not cache.read_only
+    assert cache.note_unwritable(OSError(errno.EROFS, "Read-only file system")) and cache.read_only
+
+
+def test_a_held_object_lock_is_waited_for_a_bounded_time(tmp_path: Path) -> None:
+    """A holder that is stopped or hung (another mount, SIGSTOPped) must not hang a reader."""
+    import time
+
+    cache = ObjectCache(tmp_path)
+    entry = ManifestEntry("a.bin", base64.b64encode(hashlib.md5(b"x").digest()).decode(), 1)
+    with cache.object_lock(entry):
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            with cache.object_lock(entry, timeout=0.3):
+                pass
+        assert 0.25 <= time.monotonic() - t0 < 2
+    with cache.object_lock(entry, timeout=0.3):   # free again: taken at once
+        pass
 
 
 def test_metastore_on_a_read_only_dir_reads_and_says_once(  # type: ignore[no-untyped-def]

@@ -320,7 +320,10 @@ class ObjectCache:
         """Set once a write into the cache failed with EROFS/EACCES (see :meth:`note_unwritable`)."""
 
     def note_unwritable(self, error: OSError) -> bool:
-        """Is ``error`` the cache refusing writes? Then remember it for good and say so once.
+        """Is ``error`` the cache refusing writes? If the whole cache is (its filesystem is
+        read-only, or its directories not writable), remember it for good and say so once;
+        one unwritable file (another user's lock file on a shared cache) only means that
+        object is streamed.
 
         A pre-filled cache bind-mounted read-only (a container) still serves its objects:
         lookups, reads and shared flocks need no write access; only downloads, lock files,
@@ -328,11 +331,22 @@ class ObjectCache:
         """
         if error.errno not in UNWRITABLE:
             return False
-        if not self.read_only:
+        if not self.read_only and self._whole_cache_unwritable(error):
             self.read_only = True
             log.warning("cache %s is read-only (%s): cached objects are served from it, "
                         "the others are streamed without being cached", self.root, error.strerror)
         return True
+
+    def _whole_cache_unwritable(self, error: OSError) -> bool:
+        if error.errno == errno.EROFS:
+            return True
+        try:
+            if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+                return True
+            d = self.artifacts_dir if self.artifacts_dir.exists() else self.root
+            return not os.access(d, os.W_OK)
+        except OSError:
+            return True
 
     @classmethod
     def default(cls) -> ObjectCache:
@@ -610,7 +624,8 @@ class ObjectCache:
         return self.locks_dir / key.kind / f"{key.hex}.lock"
 
     @contextlib.contextmanager
-    def object_lock(self, entry: ManifestEntry, *, blocking: bool = True) -> Iterator[Path]:
+    def object_lock(self, entry: ManifestEntry, *, blocking: bool = True,
+                    timeout: float | None = None) -> Iterator[Path]:
         """Hold an exclusive cross-process lock for one object.
 
         So that two mounts (or two readers in one mount) sharing a cache
@@ -630,13 +645,18 @@ class ObjectCache:
         path, and then two holders would both believe they own the object.
 
         Blocks the calling thread (use a worker thread under trio).  With
-        ``blocking=False``, raises ``BlockingIOError`` if the lock is held.
+        ``blocking=False``, raises ``BlockingIOError`` if the lock is held; with
+        ``timeout``, ``TimeoutError`` once it has been held that long by someone else (a
+        stopped or hung holder must not hang our readers).
         """
         path = self.lock_path(entry)
         _mkdirs(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            if timeout is not None and blocking:
+                _flock_within(fd, timeout, path)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             try:
                 yield path
             finally:
@@ -679,3 +699,18 @@ class ObjectCache:
                 except FileNotFoundError:
                     continue
         return removed
+
+
+def _flock_within(fd: int, timeout: float, path: Path) -> None:
+    """An exclusive flock, polled, for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{path} has been locked by another process for {timeout:.0f}s") from None
+            time.sleep(delay)
+            delay = min(0.2, delay * 2)
