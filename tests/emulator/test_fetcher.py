@@ -12,7 +12,8 @@ from tests.helpers import wait_for
 from wandbfs.cache.store import ObjectCache
 from wandbfs.catalog.catalog import Catalog
 from wandbfs.cache.eviction import CacheLimits, Evictor
-from wandbfs.fill.fetcher import Fetcher, FetchError, FetchPolicy, NoSpace, UncachedStream
+from wandbfs.fill.errors import FetchError, NoSpace
+from wandbfs.fill.fetcher import Fetcher, FetchPolicy, UncachedStream
 from wandbfs.sdk.client import NotFound, WandbClient
 
 

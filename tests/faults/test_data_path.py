@@ -31,7 +31,8 @@ from tests.helpers import wait_for
 from wandbfs.cache.store import ObjectCache
 from wandbfs.emulator.seed import publish
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.item import FetchError, FetchPolicy, FetchStats, FillItem, RangeGetter
+from wandbfs.fill.errors import FetchError
+from wandbfs.fill.item import FetchPolicy, FetchStats, FillItem, RangeGetter
 
 MiB = 1 << 20
 DATA = random.Random(11).randbytes(5 * MiB + 321)

@@ -24,7 +24,8 @@ import urllib3
 
 from wandbfs.cache.store import ObjectCache
 from wandbfs.cache.eviction import CacheLimits, Evictor
-from wandbfs.fill.fetcher import BadBytes, Fetcher, FetchPolicy, FillItem, close_if_idle
+from wandbfs.fill.errors import BadBytes
+from wandbfs.fill.fetcher import Fetcher, FetchPolicy, FillItem, close_if_idle
 from wandbfs.model.manifest import ManifestEntry, parse_manifest
 from wandbfs.fill.item import FetchStats
 from wandbfs.fill.reader import ObjectReader, ReadCounters

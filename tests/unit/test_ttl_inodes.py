@@ -1,6 +1,8 @@
 """TTL map and inode table: pure bookkeeping, tested with an injected clock."""
 
 from wandbfs.fuse.inodes import ROOT_INODE, InodeTable, inode_for
+from wandbfs.fuse.nodes import File, Org
+from wandbfs.model.manifest import ManifestEntry
 from wandbfs.model.ttl import TtlMap
 
 
@@ -29,9 +31,9 @@ def test_inode_numbers_are_stable_and_never_root():
 
 def test_lookup_counts_and_forget():
     t = InodeTable()
-    root = t.add_root({"kind": "dir", "mode": 0o555})
-    n = t.upsert(("org", "acme"), kind="dir", mode=0o555)
-    assert t.upsert(("org", "acme"), kind="dir", mode=0o555) is n
+    root = t.add_root()
+    n = t.upsert(Org("acme"), 0.0)
+    assert t.upsert(Org("acme"), 1.0) is n and n.mtime == 1.0
     t.incref(n, 2)
     t.forget(n.inode, 1)
     assert t.get(n.inode) is n
@@ -39,7 +41,8 @@ def test_lookup_counts_and_forget():
     assert t.get(n.inode) is None and t.by_key(("org", "acme")) is None
     t.forget(root.inode, 5)
     assert t.get(ROOT_INODE) is root  # the root is pinned
-    f = t.upsert(("path", 1), kind="file", mode=0o444, data={"open_handles": 1})
+    f = t.upsert(File("acme", "model", "resnet", 3, ("a.txt",), entry=ManifestEntry("a.txt", "x", 1)), 0.0)
+    f.open_handles = 1
     t.incref(f)
     t.forget(f.inode, 1)
     assert t.get(f.inode) is f  # an open file is not freed

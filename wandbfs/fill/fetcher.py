@@ -39,8 +39,9 @@ import urllib3
 from wandbfs.cache.store import ObjectCache
 from wandbfs.cache.eviction import CacheLimits, Evictor
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.item import BadBytes, FetchError, FetchPolicy, FetchStats, FillItem, NoSpace
-from wandbfs.fill.refs import RefResolver, Unsupported
+from wandbfs.fill.errors import BadBytes, NoSpace
+from wandbfs.fill.item import FetchPolicy, FetchStats, FillItem
+from wandbfs.fill.refs import RefResolver
 from wandbfs.fill.stream import UncachedStream
 from wandbfs.sdk.client import VersionDetail
 
@@ -48,8 +49,7 @@ log = logging.getLogger(__name__)
 
 UrlSource = Callable[[VersionDetail, str, bool], Awaitable[str]]
 
-__all__ = ["BadBytes", "Fetcher", "FetchPolicy", "FetchError", "FetchStats", "FillItem", "NoSpace", "UncachedStream",
-           "Unsupported", "close_if_idle"]
+__all__ = ["Fetcher", "FetchPolicy", "FetchStats", "FillItem", "UncachedStream", "close_if_idle"]
 
 
 def close_if_idle(item: FillItem) -> None:

@@ -30,6 +30,7 @@ import trio
 import urllib3
 
 from wandbfs.cache.store import DigestMismatch, Hasher, ObjectCache
+from wandbfs.fill.errors import BadBytes, FetchError, NoSpace, Transient, UrlRefused
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.model.ranges import RangeSet, content_range_problem
 from wandbfs.sdk.client import AuthError, BackendError, NotFound
@@ -38,27 +39,6 @@ log = logging.getLogger(__name__)
 
 TODO, RUNNING, DONE = 0, 1, 2
 CHUNK = 1 << 20
-
-
-class FetchError(BackendError):
-    """A download that failed after its retries (EIO for the reader)."""
-
-
-class BadBytes(FetchError):
-    """The bytes failed the manifest digest: EIO for the reader, the object purged; pages
-    already handed out must be dropped, and a strict reader fetches once more."""
-
-
-class NoSpace(FetchError):
-    """The cache's disk is full: the caller serves this file without caching it."""
-
-
-class UrlRefused(Exception):
-    pass
-
-
-class Transient(Exception):
-    pass
 
 
 @dataclass

@@ -32,7 +32,8 @@ from typing import Callable
 
 import trio
 
-from wandbfs.fill.fetcher import Fetcher, FetchError, FillItem, NoSpace, UncachedStream
+from wandbfs.fill.errors import FetchError, NoSpace
+from wandbfs.fill.fetcher import Fetcher, FillItem, UncachedStream
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.item import CHUNK
 from wandbfs.sdk.client import AuthError, BackendError, NotFound, VersionDetail

@@ -44,37 +44,17 @@ from typing import Any, Callable, Mapping
 import urllib3
 
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.item import (CHUNK, FOLLOW_REDIRECTS, FetchError, FetchPolicy, FetchStats, Getter, RangeGetter, Sink,
-                       deliver)
-from wandbfs.sdk.client import AuthError
+from wandbfs.fill.errors import FetchError, RefChanged, RefDenied, Unsupported
+from wandbfs.fill.item import CHUNK, FOLLOW_REDIRECTS, FetchPolicy, FetchStats, Getter, RangeGetter, Sink, deliver
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "RefChanged", "RefDenied", "RefResolver", "Unsupported", "etag_matches", "expected_etag",
-    "local_path", "parse_s3", "unsupported_reason",
-]
+__all__ = ["RefResolver", "etag_matches", "expected_etag", "local_path", "parse_s3", "unsupported_reason"]
 
 S3_URL_LIFETIME = 3600
 """Seconds a presigned S3 GET stays valid; a refused one is presigned again."""
 
 AZURE_SUFFIX = ".blob.core.windows.net"
-
-
-class Unsupported(Exception):
-    """This entry's bytes are somewhere wandbfs cannot read (EOPNOTSUPP).
-
-    Not a ``WandbError`` on purpose: a handle that got it is not marked failed, and the
-    message (which file, what would read it) is what the reader's log line shows.
-    """
-
-
-class RefChanged(FetchError):
-    """The referenced object is gone or no longer the one logged (EIO, nothing served)."""
-
-
-class RefDenied(AuthError):
-    """The reference's storage refused us (EACCES); not W&B's credentials."""
 
 
 # ---- pure parts -----------------------------------------------------------------------

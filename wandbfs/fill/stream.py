@@ -22,7 +22,8 @@ import urllib3
 
 from wandbfs.cache.store import Hasher
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.item import BadBytes, FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
+from wandbfs.fill.errors import BadBytes
+from wandbfs.fill.item import FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,143 @@
+"""The tree: which typed nodes a directory holds, and which one a name finds.
+
+Listings come from the catalog (orgs, registries, collections, versions and aliases) and,
+inside a version, from its manifest; each child becomes a node of the inode table
+(``nodes.py`` says what each kind is). Some names are found only by lookup, never listed:
+``wandb-registry-<R>`` and ``<coll>:<alias|vN>`` (the Registry UI's names), and ``vN`` or
+an alias the listing does not show yet. A listing or a lookup also says what is likely
+next: the warm-ups hear about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from wandbfs.catalog.catalog import Catalog
+from wandbfs.fuse.inodes import InodeTable, Listing, Node
+from wandbfs.fuse.nodes import (AliasLink, Collection, InVersion, Org, QualifiedLink, Registry, RegistryPrefixLink,
+                                Root, VersionDir)
+from wandbfs.fuse.warmups import Warmups
+from wandbfs.model.manifest import DIR, ManifestEntry
+from wandbfs.model.names import REGISTRY_PREFIX, parse_version_token, split_qualified
+from wandbfs.sdk.client import NotFound, VersionDetail
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Tree"]
+
+
+class Tree:
+    """Builds the nodes below a node, from the catalog; the handlers only ask it."""
+
+    def __init__(self, catalog: Catalog, table: InodeTable, warmups: Warmups) -> None:
+        self.catalog = catalog
+        self.table = table
+        self.warmups = warmups
+
+    async def detail(self, node: Node) -> VersionDetail:
+        """The version (with its manifest) a node inside a version belongs to."""
+        p = node.place
+        assert isinstance(p, InVersion), p
+        return await self.catalog.version(p.org, p.reg, p.coll, p.idx)
+
+    async def children(self, node: Node, want: str | None = None) -> Listing:
+        """Everything listed in a directory (unlisted names are only found by lookup).
+
+        ``want``: the name a lookup looks for; a stale listing without it is refreshed first
+        (bounded), since the name may be new."""
+        p, now = node.place, time.time()
+        if isinstance(p, Root):
+            return [(o, self.table.upsert(Org(o), now)) for o in sorted(await self.catalog.orgs(want=want))]
+        if isinstance(p, Org):
+            regs = await self.catalog.registries(p.org, want=want)
+            return [(r, self.table.upsert(Registry(p.org, r), info.created_at or now))
+                    for r, info in sorted(regs.items())]
+        if isinstance(p, Registry):
+            colls = await self.catalog.collections(p.org, p.reg, want=want)
+            return [(c, self.table.upsert(Collection(p.org, p.reg, c), info.created_at or now))
+                    for c, info in sorted(colls.items())]
+        if isinstance(p, Collection):
+            return await self._versions(p)
+        if isinstance(p, InVersion):
+            detail = await self.detail(node)
+            listing = detail.manifest.listdir(p.parts) or {}
+            return [(name, self._in_version(p, detail, name, child)) for name, child in listing.items()]
+        return []   # links have no children
+
+    async def _versions(self, p: Collection) -> Listing:
+        vers = await self.catalog.versions(p.org, p.reg, p.coll)
+        out = [(f"v{i}", self.table.upsert(VersionDir(p.org, p.reg, p.coll, i), v.created_at))
+               for i, v in sorted(vers.versions.items())]
+        out += [(a, self.table.upsert(AliasLink(p.org, p.reg, p.coll, a, i), vers.versions[i].created_at))
+                for a, i in sorted(vers.aliases.items()) if i in vers.versions]
+        self.warmups.collection_listed(p.org, p.reg, p.coll, vers.versions)
+        return out
+
+    def _in_version(self, parent: InVersion, detail: VersionDetail, name: str, child: ManifestEntry | str) -> Node:
+        """A folder (``child`` is ``DIR``) or a file of the manifest."""
+        place = parent.child(name, child if isinstance(child, ManifestEntry) else None)
+        return self.table.upsert(place, detail.created_at)
+
+    async def child(self, parent: Node, name: str) -> Node | None:
+        """The node ``name`` finds in ``parent``, listed or not; None if there is none."""
+        p = parent.place
+        if isinstance(p, Org) and name.startswith(REGISTRY_PREFIX):
+            reg = name[len(REGISTRY_PREFIX):]
+            if reg in await self.catalog.registries(p.org, want=reg):
+                return self.table.upsert(RegistryPrefixLink(p.org, reg), time.time())
+            return None
+        if isinstance(p, Registry) and (qual := split_qualified(name)) is not None:
+            return await self._qualified(p, name, *qual)
+        if isinstance(p, Collection):
+            return await self._version(p, name)
+        if isinstance(p, InVersion):
+            detail = await self.detail(parent)
+            child = detail.manifest.lookup(p.parts + (name,))
+            if child is None:
+                return None
+            if child != DIR:
+                # A file is being looked up, so an open is likely: get the version's signed
+                # URLs now (listings alone never cost a URL request).
+                self.warmups.file_looked_up(detail)
+            return self._in_version(p, detail, name, child)
+        for child_name, node in await self.children(parent, want=name):
+            if child_name == name:
+                return node
+        return None
+
+    async def _qualified(self, p: Registry, name: str, coll: str, token: str) -> Node | None:
+        """``<coll>:<alias|vN>``, a link to ``<coll>/vN``."""
+        if coll not in await self.catalog.collections(p.org, p.reg, want=coll):
+            return None
+        try:
+            idx = await self.catalog.resolve(p.org, p.reg, coll, token)
+        except NotFound:
+            return None
+        return self.table.upsert(QualifiedLink(p.org, p.reg, coll, token, idx, name=name), time.time())
+
+    async def _version(self, p: Collection, name: str) -> Node | None:
+        """``vN`` (a directory) or an alias (a link to it), listed yet or not."""
+        try:
+            ref = parse_version_token(name)
+        except ValueError:
+            return None
+        try:
+            idx = await self.catalog.resolve(p.org, p.reg, p.coll, name)
+        except NotFound:
+            return None
+        vers = await self.catalog.versions(p.org, p.reg, p.coll)
+        created = vers.versions[idx].created_at
+        if ref.kind == "index":
+            return self.table.upsert(VersionDir(p.org, p.reg, p.coll, idx), created)
+        return self.table.upsert(AliasLink(p.org, p.reg, p.coll, name, idx), created)
+
+    async def refresh_alias(self, node: Node) -> None:
+        """Re-resolve an alias symlink from the (alias-TTL cached) listing."""
+        p = node.place
+        assert isinstance(p, AliasLink), p
+        idx = await self.catalog.resolve(p.org, p.reg, p.coll, p.alias)
+        if idx != p.idx:
+            log.info("alias %s:%s moved v%d -> v%d", p.coll, p.alias, p.idx, idx)
+            node.place = dataclasses.replace(p, idx=idx)
