@@ -17,9 +17,6 @@ from wandbfs.cli.resolve_cmd import (
     Resolution,
     ResolveError,
     api_snippet,
-    locate,
-    name_to_path,
-    parse_mounts,
     pick_mount,
     py_str,
     render_json,
@@ -27,6 +24,7 @@ from wandbfs.cli.resolve_cmd import (
     resolve_name,
     usage_snippet,
 )
+from wandbfs.sdk.client import WandbClient
 
 RESNET = "acme/wandb-registry-model/resnet50"
 
@@ -78,12 +76,8 @@ def test_resolution_names_and_rendering():
     assert json.loads(render_json(plain))["alias"] is None
 
 
-def test_parse_mounts_and_pick():
-    text = ("proc /proc proc rw 0 0\n"
-            "wandbfs /mnt/wandb fuse.wandbfs ro,nosuid,nodev 0 0\n"
-            "sshfs /mnt/x fuse.sshfs rw 0 0\n"
-            "wandbfs /mnt/with\\040space fuse.wandbfs ro 0 0\n")
-    assert parse_mounts(text) == ["/mnt/wandb", "/mnt/with space"]
+def test_pick_mount():
+    # (the mount table itself is parsed by wandbfs.daemon.mounttab, tested with its module)
     assert pick_mount(["/mnt/wandb"]) == "/mnt/wandb"
     assert pick_mount(["/a", "/b"], explicit="/b") == "/b"
     with pytest.raises(ResolveError, match="no wandbfs mount"):
@@ -92,37 +86,30 @@ def test_parse_mounts_and_pick():
         pick_mount(["/a", "/b"])
 
 
-def test_locate_picks_the_deepest_mount():
-    mounts = ["/mnt/wandb", "/mnt/wandb/acme/nested", "/srv"]
-    assert locate("/mnt/wandb/acme/model/r/v1/f", mounts) == ("/mnt/wandb", ("acme", "model", "r", "v1", "f"))
-    assert locate("/mnt/wandb/acme/nested/x", mounts) == ("/mnt/wandb/acme/nested", ("x",))
-    assert locate("/mnt/wandbfoo/x", mounts) is None
-    assert locate("/mnt/wandb", mounts) == ("/mnt/wandb", ())
+class SourceNumberedApi:
+    """What ``wandb.Api().artifact(name)`` returns when W&B sends no version index for the
+    membership: ``Artifact.version`` is the source sequence's (here v0, its first version),
+    the name carries the token asked for. A stand-in behind WandbClient's api_factory."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def artifact(self, name: str) -> SimpleNamespace:
+        self.asked.append(name)
+        token = name.rsplit(":", 1)[1]
+        version = "v7" if token == "latest" else "v0"   # latest: the SDK's fallback is all there is
+        return SimpleNamespace(name=f"squad:{token}", version=version, type="dataset", id="QXJ0aWZhY3Q6MQ==")
 
 
-def test_name_to_path():
-    assert name_to_path(f"{RESNET}:production", "/mnt/wandb") == "/mnt/wandb/acme/model/resnet50/production"
-    assert name_to_path(RESNET, "/mnt/wandb") == "/mnt/wandb/acme/model/resnet50/latest"
-    assert (name_to_path("acme/wandb-registry-Fine-tuned Models/llama-ft:v2", "/m", "adapter/a.json")
-            == "/m/acme/Fine-tuned Models/llama-ft/v2/adapter/a.json")
-    for bad in ["acme/model/resnet50:v1", "acme/wandb-registry-model", f"{RESNET}:", "a/wandb-registry-/c:v1"]:
-        with pytest.raises(ResolveError):
-            name_to_path(bad, "/mnt/wandb")
-    with pytest.raises(ResolveError, match="not allowed"):
-        name_to_path(f"{RESNET}:v1", "/mnt/wandb", "../../etc/passwd")
-
-
-def test_resolve_name_uses_the_artifacts_version_and_type():
-    seen = []
-
-    def lookup(name):
-        seen.append(name)
-        return SimpleNamespace(version="v7", type="dataset")
-    r = resolve_name("acme/wandb-registry-dataset/squad", lookup)
-    assert seen == ["acme/wandb-registry-dataset/squad:latest"]
+def test_resolve_name_names_the_collections_vN_not_the_sources():
+    api = SourceNumberedApi()
+    client = WandbClient(api_factory=lambda: api)
+    r = resolve_name("acme/wandb-registry-dataset/squad:v1", client)
+    assert (r.version, r.alias, r.type) == ("v1", None, "dataset")    # was v0, the source's index
+    assert r.headline() == "acme/wandb-registry-dataset/squad:v1"
+    r = resolve_name("acme/wandb-registry-dataset/squad", client)
+    assert api.asked[-1] == "acme/wandb-registry-dataset/squad:latest"
     assert (r.version, r.alias, r.type) == ("v7", "latest", "dataset")
-    r = resolve_name("acme/wandb-registry-dataset/squad:v7", lookup)
-    assert r.alias is None and r.headline() == "acme/wandb-registry-dataset/squad:v7"
 
 
 # ---- against a real mount and the emulator -------------------------------------------------
@@ -176,6 +163,32 @@ def test_resolve_a_name_through_the_sdk(emu, mount_env):
     d = json.loads(r.stdout)
     assert (d["version"], d["alias"], d["type"]) == (truth.version, "staging", "dataset")
     assert d["requested"] == "acme/wandb-registry-dataset/squad:staging"
+
+
+def test_a_collection_fed_by_two_source_artifacts_resolves_to_its_own_numbers(emu, mount, mount_env):
+    from wandbfs.emulator.seed import publish
+
+    # registry v0 <- src-a:v0, v1 <- src-b:v0, v2 <- src-a:v1: no source index equals the registry's
+    # for v1 and v2.
+    for i, source in enumerate(["two-src-a", "two-src-b", "two-src-a"]):
+        publish(emu.store, "acme", "model", "two-sources", {"id.txt": f"registry v{i}\n".encode()},
+                ["production"] if i == 1 else [], source=source)
+    name = "acme/wandb-registry-model/two-sources"
+    assert _truth(f"{name}:v1").source_version == "v0"   # the case: the source counts differently
+    for token, want in [("v1", "v1"), ("production", "v1"), ("v2", "v2"), ("latest", "v2")]:
+        r = run_cli(["resolve", "--json", f"{name}:{token}"], mount_env)
+        assert r.returncode == 0, r.stderr
+        d = json.loads(r.stdout)
+        assert (d["name"], d["type"]) == (f"{name}:{want}", "model"), token
+    lock = run_cli(["lock", f"{name}:production"], mount_env)
+    assert lock.returncode == 0, lock.stderr
+    assert json.loads(lock.stdout)["aliases"] == {f"{name}:production": {"version": "v1"}}
+    # what a mount shows for the alias, and resolve of the alias path, agree with the name
+    m = mount("--no-lineage")
+    coll = m.path / "acme/model/two-sources"
+    assert os.readlink(coll / "production") == "v1" and (coll / "production/id.txt").read_bytes() == b"registry v1\n"
+    r = run_cli(["resolve", str(coll / "production/id.txt")], mount_env)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == f"{name}:v1 via production", r.stderr
 
 
 def test_the_printed_snippet_downloads_the_same_bytes_as_the_mount(emu, mount, mount_env, tmp_path):

@@ -21,6 +21,7 @@ from wandbfs.model.names import (
     registry_display,
     registry_project,
     split_qualified,
+    version_index,
 )
 
 # --- registry_project / registry_display -----------------------------------
@@ -97,6 +98,18 @@ def test_version_alias(token: str) -> None:
     assert not ref.is_index
     assert ref.token == token
     assert str(ref) == token
+
+
+@pytest.mark.parametrize("token", ["v0", "v3", "v10", "v1234", "latest", "v03", "v00", "V3", "v", "v3a",
+                                   "v-1", "v 3", "vv3", "v٣", "v³", "best model"])
+def test_version_index_agrees_with_parse_version_token(token: str) -> None:
+    # The one vN rule: "v03", "v٣" (Arabic-Indic) and "v³" pass str.isdigit() but are aliases.
+    assert version_index(token) == parse_version_token(token).index
+
+
+@pytest.mark.parametrize("token", ["", "a:b", "coll:v3", "a/b", ":", "/"])
+def test_version_index_never_raises(token: str) -> None:
+    assert version_index(token) is None
 
 
 @pytest.mark.parametrize("token", ["", "a:b", "a/b", ":", "/"])

@@ -21,6 +21,7 @@ import trio
 
 from wandbfs.sdk.gate import Gate
 from wandbfs.catalog.metastore import MetaStore
+from wandbfs.model.names import version_index
 from wandbfs.model.ttl import TtlMap
 from wandbfs.sdk.client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
                            Unreachable, VersionDetail, WandbClient)
@@ -239,7 +240,7 @@ class Catalog:
         def has(v: CollectionVersions) -> bool:
             if want is None or want in v.aliases:
                 return True
-            return want.startswith("v") and want[1:].isdigit() and int(want[1:]) in v.versions
+            return version_index(want) in v.versions
         vers = await self._listing(("vers", org, registry, collection), self.alias_ttl,
                                    self.client.versions, org, registry, collection, colls[collection].type,
                                    has=has)
@@ -252,8 +253,8 @@ class Catalog:
     async def resolve(self, org: str, registry: str, collection: str, token: str) -> int:
         """An alias or ``vN`` to a version index, from the (alias-TTL) listing."""
         vers = await self.versions(org, registry, collection, want=token)
-        if token.startswith("v") and token[1:].isdigit() and str(int(token[1:])) == token[1:]:
-            idx = int(token[1:])
+        idx = version_index(token)
+        if idx is not None:
             if idx in vers.versions:
                 return idx
             raise NotFound(f"{collection}:{token} not found")

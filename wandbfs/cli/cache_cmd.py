@@ -158,17 +158,19 @@ def clear_cmd(cache_dir: Path | None, include_pinned: bool, yes: bool, quiet: bo
 
 
 async def _resolve_version(spec: str) -> tuple[Any, Any, str | None]:
-    """(target, detail, alias) for a registry name or a path in a mount."""
+    """(target, detail, alias) for a registry name or a path in a mount.
+
+    ``alias`` is the alias a name went through; a path in a mount names the ``vN`` its alias
+    showed there (``Target.token``), so it pins that version without an alias."""
     from wandbfs.catalog.catalog import Catalog
-    from wandbfs.model.names import parse_version_token
     from wandbfs.cli.prefetch_cmd import resolve_target
     from wandbfs.sdk.client import WandbClient
 
     target = resolve_target(spec)
     catalog = Catalog(WandbClient())
-    index = await catalog.resolve(target.org, target.registry, target.collection, target.version)
+    index = await catalog.resolve(target.org, target.registry, target.collection, target.token)
     detail = await catalog.version(target.org, target.registry, target.collection, index)
-    alias = None if parse_version_token(target.version).kind == "index" else target.version
+    alias = None if target.mount_path else target.alias
     return target, detail, alias
 
 
@@ -186,9 +188,10 @@ def pin_command(target: str | None, cache_dir: Path | None, no_fetch: bool, quie
     """
     import trio
 
+    from wandbfs.cli.prefetch_cmd import prefetch_with_progress
+    from wandbfs.cli.targets import Target
     from wandbfs.fill.fetcher import FetchPolicy
     from wandbfs.model.names import qualified_name
-    from wandbfs.cli.prefetch_cmd import Target, prefetch_with_progress
     from wandbfs.sdk.client import WandbError
 
     cache = _cache(cache_dir)
@@ -204,7 +207,7 @@ def pin_command(target: str | None, cache_dir: Path | None, no_fetch: bool, quie
         entries = list(detail.manifest.entries.values())  # reference entries too: they are cached alike
         pins.add(name, [cache.path_for(e) for e in entries], sum(e.size for e in entries), via=alias)
         if not no_fetch:
-            exact = Target(tgt.org, tgt.registry, tgt.collection, f"v{detail.index}")
+            exact = Target(tgt.org, tgt.registry, tgt.collection, f"v{detail.index}")  # the whole version
             prefetch_with_progress(exact, cache, FetchPolicy(), 4, "pin", quiet)
     except (ValueError, WandbError) as e:
         click.echo(f"wandbfs: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)

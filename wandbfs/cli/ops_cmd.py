@@ -26,9 +26,8 @@ from wandbfs.cli.control import CALL_TIMEOUT, NoAnswer, Pending, bounded, daemon
     no_answer_message, stopped_message
 from wandbfs.cache.eviction import format_size
 from wandbfs.model.lockfile import LockEntry, render_lock
-from wandbfs.model.names import Level, parse_mount_path
-from wandbfs.cli.resolve_cmd import (ResolveError, find_in_mounts, is_name, locate, looks_like_path, read_mounts, resolve,
-                          resolve_name)
+from wandbfs.cli.resolve_cmd import ResolveError, path_resolution, read_mounts, resolve_name
+from wandbfs.cli.targets import is_collection_path, locate, looks_like_path, resolve_target
 
 XATTR = "user.wandb."
 STATUS_XATTR = "user.wandbfs.status"
@@ -194,14 +193,13 @@ def refresh_command(mountpoint: Path, paths: tuple[str, ...], timeout: float) ->
     click.echo(f"wandbfs: refreshed {', '.join(rels) if rels else 'everything'} in {mp}")
 
 
-def _is_collection(path: str) -> bool:
-    hit = find_in_mounts(os.path.abspath(path), read_mounts())
-    if hit is None:
-        return False
-    try:
-        return parse_mount_path(hit[1]).level == Level.COLLECTION
-    except ValueError:
-        return False
+def _lock_entry(spec: str, mounts: list[str]) -> LockEntry:
+    """``spec``'s alias and the version it points to: in the mount for a path, W&B's for a name."""
+    t = resolve_target(spec, mounts)
+    r = path_resolution(t) if t.mount_path is not None else resolve_name(t)
+    if r.alias is None:
+        raise ResolveError(f"{spec}: names a fixed version ({r.version}); lock takes aliases")
+    return LockEntry(r.requested, r.version)
 
 
 @click.command("lock")
@@ -214,19 +212,13 @@ def lock_command(targets: tuple[str, ...]) -> None:
     (acme/wandb-registry-model/resnet50:production). Usage: wandbfs lock ... > wandbfs.lock
     """
     entries: list[LockEntry] = []
+    mounts = list(dict.fromkeys(read_mounts()))
     try:
         for t in targets:
             specs = [t]
-            if looks_like_path(t) and _is_collection(t):   # every alias in it
+            if looks_like_path(t) and is_collection_path(t, mounts):   # every alias in it
                 specs = [os.path.join(t, n) for n in sorted(os.listdir(t)) if os.path.islink(os.path.join(t, n))]
-            for spec in specs:
-                r = resolve(spec, ask_wandb=False) if looks_like_path(spec) else (
-                    resolve_name(spec) if is_name(spec) else None)
-                if r is None:
-                    raise ResolveError(f"{spec!r} is neither a path in a wandbfs mount nor a registry name")
-                if r.alias is None:
-                    raise ResolveError(f"{spec}: names a fixed version ({r.version}); lock takes aliases")
-                entries.append(LockEntry(r.requested, r.version))
+            entries += [_lock_entry(spec, mounts) for spec in specs]
     except ResolveError as e:
         _fail(str(e))
     click.echo(render_lock(entries), nl=False)

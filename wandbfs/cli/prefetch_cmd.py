@@ -1,8 +1,9 @@
 """``wandbfs prefetch NAME|PATH``: warm the object cache with the mount's own fill engine.
 
-Runs in this process (no daemon needed): resolves the name through the SDK, then fills
-every file of the version (or of a folder in it) with the same parallel, verified fetcher a
-mount uses, into the same cache, so a mount or ``artifact.download()`` later finds them.
+Runs in this process (no daemon needed): reads the target (targets.py), resolves its version
+through the catalog (as a mount does), then fills every file of the version (or of a folder
+in it) with the same parallel, verified fetcher a mount uses, into the same cache, so a
+mount or ``artifact.download()`` later finds them.
 Typical use: a Slurm prolog or an init container before training starts.
 
 Reference entries (file://, http(s)://, s3://) are fetched like stored files, into the
@@ -13,8 +14,6 @@ is skipped with a warning naming it, unless it is already cached.
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,52 +21,21 @@ import trio
 
 from wandbfs.cache.store import ObjectCache, default_cache_root
 from wandbfs.catalog.catalog import Catalog
+from wandbfs.cli import targets
+from wandbfs.cli.resolve_cmd import read_mounts
+from wandbfs.cli.targets import Target
 from wandbfs.fill.fetcher import Fetcher, FetchPolicy
-from wandbfs.model.manifest import ManifestEntry
-from wandbfs.model.names import Level, parse_mount_path, parse_qualified_name
 from wandbfs.fill.refs import Unsupported
+from wandbfs.model.manifest import ManifestEntry
 from wandbfs.sdk.client import BackendError, NotFound, WandbClient
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Target:
-    org: str
-    registry: str
-    collection: str
-    version: str          # vN or alias
-    inner: tuple[str, ...] = ()
-
-
-def wandbfs_mount_of(path: Path) -> Path | None:
-    """The wandbfs mount point that contains ``path`` (from /proc/self/mounts)."""
-    best = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "fuse.wandbfs":
-                mp = Path(parts[1].encode().decode("unicode_escape"))
-                if (path == mp or mp in path.parents) and (best is None or len(str(mp)) > len(str(best))):
-                    best = mp
-    return best
-
-
 def resolve_target(spec: str) -> Target:
-    """A registry name (``acme/wandb-registry-model/resnet:production``) or a path in a mount."""
-    p = Path(spec)
-    if p.is_absolute() or spec.startswith(".") or os.path.exists(spec):
-        absolute = Path(os.path.realpath(spec))  # follows alias symlinks to the vN directory
-        mp = wandbfs_mount_of(absolute)
-        if mp is None:
-            raise ValueError(f"{spec} is not inside a wandbfs mount")
-        parsed = parse_mount_path(absolute.relative_to(mp).parts)
-        if parsed.level not in (Level.VERSION, Level.FILE) or parsed.version is None:
-            raise ValueError(f"{spec} is not a version directory or a file in one")
-        return Target(parsed.org or "", parsed.registry or "", parsed.collection or "",
-                      parsed.version.token, tuple(parsed.inner_path))
-    q = parse_qualified_name(spec)
-    return Target(q.org, q.registry, q.collection, q.version)
+    """A registry name (``acme/wandb-registry-model/resnet:production``) or a path in a mount,
+    read like every command reads one (targets.resolve_target); ``ValueError`` if neither."""
+    return targets.resolve_target(spec, read_mounts())
 
 
 Progress = Callable[[int], None]
@@ -80,7 +48,7 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
 
     References wandbfs cannot read are skipped (a warning each) and left out of the counts."""
     catalog = Catalog(client)
-    index = await catalog.resolve(target.org, target.registry, target.collection, target.version)
+    index = await catalog.resolve(target.org, target.registry, target.collection, target.token)
     detail = await catalog.version(target.org, target.registry, target.collection, index)
     prefix = "/".join(target.inner)
     entries: list[ManifestEntry] = [e for p, e in sorted(detail.manifest.entries.items())

@@ -5,10 +5,10 @@ behind a mount path (``acme/wandb-registry-model/resnet50:v3``), the alias the p
 through (``via production``), and the usage snippets the W&B Registry UI's Usage tab shows,
 with that name filled in. ``path`` is the reverse: where a registry name lives in a mount.
 
-The first half of this module is pure (names, snippets, mount-table parsing, name -> path)
-so it is unit-tested without a mount or a server; the second half does the I/O: reading
-``/proc/self/mounts``, following an alias symlink with ``os.path.realpath`` and asking the
-SDK (``wandb.Api().artifact(name)``) for the version and the artifact type.
+The first half of this module is pure (snippets, rendering, mount-table parsing) so it is
+unit-tested without a mount or a server; the second half does the I/O: reading
+``/proc/self/mounts``, reading the target (targets.py: a path is followed to the mount's
+``vN``) and asking W&B (``WandbClient.resolve_name``) for a name's version and the type.
 """
 
 from __future__ import annotations
@@ -18,30 +18,20 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, replace
-from pathlib import PurePosixPath
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from wandbfs.model.names import (
-    Level,
-    ParsedPath,
-    is_safe_name,
-    parse_mount_path,
-    parse_qualified_name,
-    parse_version_token,
-    qualified_name,
-    registry_project,
-)
+from wandbfs.cli.targets import ResolveError, Target, name_to_path, parse_name, resolve_target
+from wandbfs.model.names import qualified_name, registry_project
+
+if TYPE_CHECKING:
+    from wandbfs.sdk.client import WandbClient
 
 FSTYPE = "fuse.wandbfs"
 
 
-class ResolveError(Exception):
-    """A user-facing reason a path or name cannot be resolved (one line)."""
-
-
-# ---- pure: names, snippets, paths -------------------------------------------------------
+# ---- pure: snippets, rendering, the mount table -----------------------------------------
 
 @dataclass(frozen=True)
 class Resolution:
@@ -123,46 +113,6 @@ def pick_mount(mounts: Sequence[str], explicit: str | None = None) -> str:
     return unique[0]
 
 
-def locate(path: str, mounts: Sequence[str]) -> tuple[str, tuple[str, ...]] | None:
-    """The deepest mount that lexically contains the absolute ``path``, and the rest of it."""
-    p = PurePosixPath(path)
-    best: tuple[str, tuple[str, ...]] | None = None
-    for mp in mounts:
-        m = PurePosixPath(mp)
-        if p == m or m in p.parents:
-            rel = p.relative_to(m).parts
-            if best is None or len(mp) > len(best[0]):
-                best = (mp, rel)
-    return best
-
-
-def version_parts(parsed: ParsedPath, parts: Sequence[str]) -> tuple[str, ...]:
-    """The leading components of ``parts`` that name the version directory (or its alias)."""
-    return tuple(parts[:3] if parsed.via_qualified else parts[:4])
-
-
-def name_to_path(name: str, mountpoint: str, inner: str | None = None) -> str:
-    """``acme/wandb-registry-model/resnet50:production`` -> ``<mp>/acme/model/resnet50/production``.
-
-    A name without ``:version`` means ``latest``, as for the SDK. ``inner`` is a file or
-    folder inside the version.
-    """
-    try:
-        q = parse_qualified_name(name)
-    except ValueError as e:
-        raise ResolveError(str(e)) from None
-    for part in (q.org, q.registry, q.collection, q.version):
-        if not is_safe_name(part):
-            raise ResolveError(f"{name!r} cannot be a path in the mount ({part!r} is not a file name)")
-    p = PurePosixPath(mountpoint, q.org, q.registry, q.collection, q.version)
-    if inner:
-        rel = PurePosixPath(inner.lstrip("/"))
-        if any(c in ("..", ".") for c in rel.parts):
-            raise ResolveError(f"{inner!r}: '.' and '..' are not allowed in a path inside a version")
-        p = p / rel
-    return str(p)
-
-
 def render_text(r: Resolution, entity: str | None = None, project: str | None = None,
                 pin: bool = False) -> str:
     """What ``wandbfs resolve`` prints: the name first, then ready-to-paste snippets."""
@@ -199,123 +149,42 @@ def read_mounts() -> list[str]:
         return parse_mounts(f.read())
 
 
-def logical_cwd() -> str:
-    """The shell's ``$PWD`` when it is this directory: it keeps alias names that getcwd() resolves."""
-    pwd = os.environ.get("PWD")
-    try:
-        if pwd and os.path.isabs(pwd) and os.path.samefile(pwd, "."):
-            return pwd
-    except OSError:
-        pass
-    return os.getcwd()
+def path_resolution(t: Target) -> Resolution:
+    """A path's target as a resolution: the mount showed its ``vN``; no W&B call."""
+    assert t.mount_index is not None, "a path target"
+    return Resolution(org=t.org, registry=t.registry, collection=t.collection, version=t.token,
+                      alias=t.alias, inner_path="/".join(t.inner) or None, mount_path=t.mount_path)
 
 
-def is_name(spec: str) -> bool:
-    try:
-        parse_qualified_name(spec)
-    except ValueError:
-        return False
-    return True
-
-
-def looks_like_path(spec: str) -> bool:
-    """A path: absolute, ``./``-relative or existing; or, if it is no registry name, one whose folder exists."""
-    if spec.startswith(("/", "./", "../")) or spec in (".", "..") or os.path.lexists(spec):
-        return True
-    return not is_name(spec) and os.path.isdir(os.path.dirname(spec) or ".")
-
-
-def find_in_mounts(abs_path: str, mounts: Sequence[str]) -> tuple[str, tuple[str, ...]] | None:
-    """Like :func:`locate`, also when the mount point was reached through a symlink."""
-    hit = locate(abs_path, mounts)
-    if hit:
-        return hit
-    real_mounts = {os.path.realpath(m): m for m in mounts}
-    p = PurePosixPath(abs_path)
-    for anc in [p, *p.parents]:
-        mp = real_mounts.get(os.path.realpath(str(anc)))
-        if mp is not None:
-            return mp, p.relative_to(anc).parts
-    return None
-
-
-def resolve_mount_path(spec: str, mounts: Sequence[str] | None = None, cwd: str | None = None) -> Resolution:
-    """A path in a mount -> its version; an alias is followed with ``os.path.realpath``."""
-    abs_path = os.path.normpath(os.path.join(cwd or logical_cwd(), spec))
-    mounts = read_mounts() if mounts is None else mounts
-    hit = find_in_mounts(abs_path, mounts)
-    if hit is None:
-        raise ResolveError(f"{spec} is not inside a wandbfs mount")
-    mp, parts = hit
-    try:
-        parsed = parse_mount_path(parts)
-    except ValueError as e:
-        raise ResolveError(f"{spec}: {e}") from None
-    if parsed.level not in (Level.VERSION, Level.FILE) or parsed.version is None:
-        raise ResolveError(f"{spec} is not a version directory or a file in one "
-                           "(expected <mount>/<org>/<registry>/<collection>/<vN or alias>/...)")
-    vdir = os.path.join(mp, *version_parts(parsed, parts))
-    if not os.path.isdir(vdir):
-        raise ResolveError(f"{spec}: no such version ({vdir} does not exist)")
-    if not os.path.lexists(abs_path):
-        raise ResolveError(f"{spec}: no such file in {parsed.qualified_name}")
-    real_mp = os.path.realpath(mp)
-    real_vdir = os.path.realpath(vdir)
-    hit_real = locate(real_vdir, [real_mp])
-    try:
-        real = parse_mount_path(hit_real[1]) if hit_real else None
-    except ValueError:
-        real = None
-    if real is None or real.version is None or not real.version.is_index:
-        raise ResolveError(f"{spec}: the mount did not resolve {parsed.version} to a vN directory")
-    assert parsed.org and parsed.registry and parsed.collection
-    return Resolution(org=parsed.org, registry=parsed.registry, collection=parsed.collection,
-                      version=real.version.token,
-                      alias=None if parsed.version.is_index else parsed.version.token,
-                      inner_path="/".join(parsed.inner_path) or None, mount_path=abs_path)
-
-
-def _sdk_artifact(name: str) -> Any:
+def _client(client: WandbClient | None) -> WandbClient:
     from wandbfs.sdk.client import WandbClient
 
-    client = WandbClient()
-    return client._call(lambda: client.api().artifact(name))  # maps SDK errors to ours
+    return client or WandbClient()
 
 
-def resolve_name(name: str, lookup: Callable[[str], Any] = _sdk_artifact) -> Resolution:
-    """A registry name -> its version, through the SDK (``Api().artifact(name).version``)."""
-    try:
-        q = parse_qualified_name(name)
-    except ValueError as e:
-        raise ResolveError(str(e)) from None
-    requested = qualified_name(q.org, q.registry, q.collection, q.version)
-    art = lookup(requested)
-    version = str(art.version)
-    parse_version_token(version)
-    ref = parse_version_token(q.version)
-    return Resolution(org=q.org, registry=q.registry, collection=q.collection, version=version,
-                      alias=None if ref.is_index else q.version, type=str(art.type) if art.type else None)
+def resolve_name(name: str | Target, client: WandbClient | None = None) -> Resolution:
+    """A registry name -> the version W&B resolves it to now (the collection's ``vN``) and its type."""
+    t = parse_name(name) if isinstance(name, str) else name
+    found = _client(client).resolve_name(t.org, t.registry, t.collection, t.version)
+    return Resolution(org=t.org, registry=t.registry, collection=t.collection, version=f"v{found.index}",
+                      alias=t.alias, type=found.type)
 
 
-def artifact_type(r: Resolution, lookup: Callable[[str], Any] = _sdk_artifact) -> str | None:
-    art = lookup(r.name)  # vN: immutable, so this is the type of exactly what was resolved
-    return str(art.type) if art.type else None
+def artifact_type(r: Resolution, client: WandbClient | None = None) -> str | None:
+    # vN: immutable, so this is the type of exactly what was resolved
+    return _client(client).resolve_name(r.org, r.registry, r.collection, r.version).type
 
 
 def resolve(spec: str, ask_wandb: bool = True) -> Resolution:
-    """A mount path or a registry name; the type (and a name's version) come from the SDK."""
-    if looks_like_path(spec):
-        r = resolve_mount_path(spec)
-        if ask_wandb:
-            r = replace(r, type=artifact_type(r))
-        return r
-    if not is_name(spec):
-        raise ResolveError(f"{spec!r} is neither a path in a wandbfs mount nor a registry name "
-                           "(<org>/wandb-registry-<registry>/<collection>[:<version>])")
+    """A mount path or a registry name; the type (and a name's version) come from W&B."""
+    mounts = list(dict.fromkeys(read_mounts()))
+    t = resolve_target(spec, mounts)
+    if t.mount_path is not None:
+        r = path_resolution(t)
+        return replace(r, type=artifact_type(r)) if ask_wandb else r
     if not ask_wandb:
         raise ResolveError("resolving a registry name needs W&B; --offline works for mount paths only")
-    r = resolve_name(spec)
-    mounts = list(dict.fromkeys(read_mounts()))
+    r = resolve_name(t)
     if len(mounts) == 1:
         r = replace(r, mount_path=name_to_path(r.requested, mounts[0]))
     return r
@@ -373,6 +242,6 @@ def path_command(name: str, inner: str | None, mountpoint: str | None) -> None:
         _fail(str(e))
 
 
-__all__ = ["Resolution", "ResolveError", "api_snippet", "locate", "name_to_path", "parse_mounts",
-           "path_command", "pick_mount", "render_json", "render_text", "resolve", "resolve_command",
-           "resolve_mount_path", "resolve_name", "usage_snippet"]
+__all__ = ["Resolution", "ResolveError", "api_snippet", "artifact_type", "path_command",
+           "path_resolution", "pick_mount", "render_json", "render_text", "resolve", "resolve_command",
+           "resolve_name", "usage_snippet"]

@@ -2,19 +2,18 @@
 
 The first open of a version by a run queues one use: on the reading process's own run when
 its environment names one (``readers.py``), else on the mount's run. Each use goes to the
-on-disk journal first (``journal.py``) and then, from a background task, to W&B with the
-public API (``api.run(path).use_artifact``), so a read never waits on W&B, an outage or a
-restart loses nothing, and each (run, version) is recorded once. The recorded artifact is
-the exact version that was read (by ``vN``) and ``use_as`` names the path it was reached
-through (``acme/wandb-registry-model/resnet:production``), so a moving alias cannot make the
-record point at a version nobody read.
+on-disk journal first (``journal.py``) and then, from a background task, to W&B through a
+``recorder`` callable (``sdk/runs.py``'s ``RunRecorder``: ``api.run(path).use_artifact``), so
+a read never waits on W&B, an outage or a restart loses nothing, and each (run, version) is
+recorded once. The recorded artifact is the exact version that was read (by ``vN``) and
+``use_as`` names the path it was reached through (``acme/wandb-registry-model/resnet:production``),
+so a moving alias cannot make the record point at a version nobody read.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -22,6 +21,9 @@ from typing import Any, Callable
 import trio
 
 from wandbfs.lineage.journal import MOUNT_RUN, JournalEntry, LineageJournal, use_key
+# The recorder and the mount's run are SDK code (sdk/runs.py); MountRun and RunRecorder are
+# imported here too for the daemon's wiring.
+from wandbfs.sdk.runs import MountRun, RunMissing, RunRecorder
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,6 @@ class LineageStats:
     replayed: int = 0
     redirected: int = 0
     recorded_uses: list[Use] = field(default_factory=list)
-
-
-class RunMissing(Exception):
-    """The run a reader's environment names does not exist (yet)."""
 
 
 Recorder = Callable[[Use], None]
@@ -218,87 +216,3 @@ class Lineage:
         with trio.move_on_after(timeout):
             await self._idle.wait()
         return self.stats.pending == 0
-
-
-class RunRecorder:
-    """Records uses through the public API, on any existing run.
-
-    Uses for the mount's run go to ``run_path``, which may be unknown at first (the mount
-    started while W&B was down): then ``start_run`` is called before the first such use
-    and, like the use, retried until it works. A replayed use (from an earlier daemon's
-    journal) is first looked up among the run's inputs, so a use W&B accepted just before
-    a crash is not sent twice.
-    """
-
-    def __init__(self, api_getter: Callable[[], Any], run_path: str | None,
-                 start_run: Callable[[], str] | None = None) -> None:
-        self._api = api_getter
-        self.run_path = run_path
-        self._start_run = start_run
-        self._runs: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def _target(self, use: Use) -> str:
-        if use.run != MOUNT_RUN:
-            entity, rest = use.run.split("/", 1)
-            return f"{self._api().default_entity}/{rest}" if entity == "-" else use.run
-        if self.run_path is None:
-            assert self._start_run is not None
-            self.run_path = self._start_run()
-        return self.run_path
-
-    def __call__(self, use: Use) -> None:
-        with self._lock:
-            path = self._target(use)
-            try:
-                self._record(path, use)
-            except Exception as e:
-                if _run_not_found(e):
-                    self._runs.pop(path, None)
-                    raise RunMissing(f"run {path} not found") from e
-                raise
-
-    def _record(self, path: str, use: Use) -> None:
-        api = self._api()
-        run = self._runs.get(path)
-        if run is None:
-            run = self._runs[path] = api.run(path)
-        if use.replay and any(a.id == use.artifact_id for a in run.used_artifacts()):
-            log.info("lineage: %s was already recorded on %s", use.version_name, path)
-            return
-        artifact = api.artifact(use.version_name)
-        run.use_artifact(artifact, use_as=use.used_as)
-
-
-def _run_not_found(e: BaseException | None) -> bool:
-    """The SDK raises RunNotFoundError lazily and its wrappers re-raise it as CommError."""
-    from wandb.apis.public.runs import RunNotFoundError
-
-    seen = 0
-    while e is not None and seen < 5:
-        if isinstance(e, RunNotFoundError):
-            return True
-        e = getattr(e, "exc", None) or e.__cause__ or e.__context__
-        seen += 1
-    return False
-
-
-class MountRun:
-    """The run a mount starts (``wandb.init``) when no ``--run-id`` is given; finished at unmount."""
-
-    def __init__(self, entity: str | None, project: str, job_type: str) -> None:
-        self.entity, self.project, self.job_type = entity, project, job_type
-        self.run: Any = None
-
-    def start(self) -> str:
-        import wandb
-
-        self.run = wandb.init(entity=self.entity, project=self.project, job_type=self.job_type,
-                              settings=wandb.Settings(console="off", silent=True, save_code=False,
-                                                      disable_git=True))
-        return f"{self.run.entity}/{self.run.project}/{self.run.id}"
-
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-            self.run = None

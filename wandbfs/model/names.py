@@ -42,6 +42,7 @@ __all__ = [
     "registry_display",
     "registry_project",
     "split_qualified",
+    "version_index",
 ]
 
 REGISTRY_PREFIX = "wandb-registry-"
@@ -139,6 +140,16 @@ class VersionRef:
         return self.token
 
 
+def version_index(token: str) -> int | None:
+    """The index of a canonical ``vN`` token (``"v3"`` -> 3), else ``None`` (an alias).
+
+    The one test of "is this a version number" in wandbfs: for server names and aliases
+    that must not raise (``"coll:v3"`` suffixes, alias lists), where
+    :func:`parse_version_token` would reject a malformed token.
+    """
+    return int(token[1:]) if _VERSION_RE.fullmatch(token) else None
+
+
 def parse_version_token(s: str) -> VersionRef:
     """Classify a version token as an index (``v3``) or an alias.
 
@@ -153,8 +164,8 @@ def parse_version_token(s: str) -> VersionRef:
     """
     if not s:
         raise ValueError("version token must not be empty")
-    if _VERSION_RE.fullmatch(s):
-        return VersionRef(kind="index", index=int(s[1:]))
+    if (index := version_index(s)) is not None:
+        return VersionRef(kind="index", index=index)
     if bad := _ALIAS_FORBIDDEN.intersection(s):
         raise ValueError(
             f"invalid version/alias {s!r}: must not contain {''.join(sorted(bad))!r}"

@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 import urllib3
 
 from wandbfs.model.manifest import Manifest, parse_manifest
-from wandbfs.model.names import qualified_name, registry_project
+from wandbfs.model.names import qualified_name, registry_project, version_index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +86,14 @@ class CollectionVersions:
 
     versions: dict[int, VersionSummary]
     aliases: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ResolvedName:
+    """Where a registry name points now, as W&B resolves it."""
+
+    index: int            # the collection's own vN (never the source sequence's)
+    type: str | None      # the artifact type
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,10 @@ class WandbClient:
             return sorted(set(names))
         return self._call(run)
 
+    def default_entity(self) -> str:
+        """The API key's default entity (a run path's ``entity`` when none is given)."""
+        return self._call(lambda: str(self.api().default_entity))
+
     def registries(self, org: str) -> list[RegistryInfo]:
         def run() -> list[RegistryInfo]:
             out = []
@@ -241,7 +253,7 @@ class WandbClient:
             for a in coll.artifacts():
                 idx = registry_index(a)
                 self._listed[(org, registry, collection, idx)] = a
-                al = tuple(x for x in a.aliases if not (x.startswith("v") and x[1:].isdigit()))
+                al = tuple(x for x in a.aliases if version_index(x) is None)
                 versions[idx] = VersionSummary(idx, al, parse_time(a.created_at), a.id)
                 for x in al:
                     aliases[x] = idx
@@ -249,12 +261,24 @@ class WandbClient:
         return self._call(run)
 
     # ---- one version -------------------------------------------------------------------
+    def resolve_name(self, org: str, registry: str, collection: str, token: str) -> ResolvedName:
+        """W&B's answer for ``org/wandb-registry-R/C:token`` (vN or alias), without the manifest.
+
+        The index is ``registry_index``'s, not ``Artifact.version`` (the source sequence's
+        number when W&B sends the membership's none), so ``wandbfs resolve`` names the
+        ``vN`` a mount shows for a collection fed by several source artifacts.
+        """
+        def run() -> ResolvedName:
+            art = self.api().artifact(qualified_name(org, registry, collection, token))
+            return ResolvedName(registry_index(art), str(art.type) if art.type else None)
+        return self._call(run)
+
     def version(self, org: str, registry: str, collection: str, token: str) -> VersionDetail:
         """Resolve ``token`` (vN or alias) on the server and load the version's manifest."""
         def run() -> VersionDetail:
             art = None
-            if token.startswith("v") and token[1:].isdigit():
-                art = self._listed.pop((org, registry, collection, int(token[1:])), None)
+            if (idx := version_index(token)) is not None:
+                art = self._listed.pop((org, registry, collection, idx), None)
             if art is None:
                 art = self.api().artifact(qualified_name(org, registry, collection, token))
             body = self._fetch_manifest(art)
@@ -341,8 +365,10 @@ def registry_index(art: Any) -> int:
     sends no ``vN`` alias, which is wrong for a registry collection that links artifacts
     from several sources; the name (``collection:vN``) carries the collection's own index.
     """
-    suffix = str(art.name).rsplit(":", 1)[-1]
-    if suffix.startswith("v") and suffix[1:].isdigit():
-        return int(suffix[1:])
-    return int(art.version[1:])
+    index = version_index(str(art.name).rsplit(":", 1)[-1])
+    if index is None:
+        index = version_index(str(art.version))
+    if index is None:
+        raise BackendError(f"{art.name}: W&B sent no version number (version {art.version!r})")
+    return index
 
