@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+from wandbfs.daemon.mounttab import mount_entry
+
 
 def _tcp_listen_inodes() -> set[str]:
     inodes = set()
@@ -65,5 +67,5 @@ def test_private_directories_and_owner_only_mount(mount, mount_env, fresh_cache)
     for d in [fresh_cache / "artifacts/obj", fresh_cache / "artifacts/tmp", fresh_cache / "wandbfs-meta",
               Path(mount_env["WANDBFS_STATE_DIR"])]:
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    opts = next(line.split()[3] for line in open("/proc/self/mounts") if line.split()[1] == str(m.path))
-    assert "allow_other" not in opts and "ro" in opts.split(",")
+    entry = mount_entry(m.path)
+    assert entry is not None and "allow_other" not in entry.options and "ro" in entry.options

@@ -14,15 +14,16 @@ import pytest
 
 from tests.conftest import hermetic_env
 from tests.helpers import wait_for
+from wandbfs.daemon.mounttab import is_mounted
+from wandbfs.daemon.state import runtime_file
 from wandbfs.emulator import Emulator
 
 pytestmark = pytest.mark.fuse
 
 
 def _mounted(mp: Path) -> bool:
-    target = str(mp)
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
+    """From the mount table, as wandbfs itself reads it (no syscall on the mount point)."""
+    return is_mounted(mp)
 
 
 class Mounted:
@@ -33,11 +34,8 @@ class Mounted:
 
     @property
     def runtime(self) -> dict[str, object]:
-        import hashlib
-
-        # The parent resolved, the name kept: stat of the mount point blocks when its daemon is stopped.
-        mid = hashlib.sha256(str(self.path.parent.resolve() / self.path.name).encode()).hexdigest()[:16]
-        return json.loads((Path(self.env["WANDBFS_STATE_DIR"]) / f"mount-{mid}.json").read_text())
+        # Named without touching the mount point: its stat blocks when its daemon is stopped.
+        return json.loads(runtime_file(self.path, Path(self.env["WANDBFS_STATE_DIR"])).read_text())
 
     @property
     def pid(self) -> int:

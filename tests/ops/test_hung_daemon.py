@@ -23,7 +23,9 @@ import pytest
 
 from tests.fs.conftest import Mounted, _mounted, run_cli
 from tests.helpers import wait_for
-from wandbfs.cli.control import mount_id, mount_path, parse_mountinfo, process_state
+from wandbfs.daemon.mounttab import mount_table, parse_mountinfo
+from wandbfs.daemon.procutil import process_state
+from wandbfs.daemon.state import mount_id, mount_path, runtime_file
 
 CONFIG = "acme/model/resnet50/production/config.json"
 LIMIT = 15.0   # seconds any command may take against a daemon that does not answer
@@ -77,7 +79,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _runtime(env: dict[str, str], mp: Path) -> Path:
-    return Path(env["WANDBFS_STATE_DIR"]) / f"mount-{mount_id(mp)}.json"
+    return runtime_file(mp, Path(env["WANDBFS_STATE_DIR"]))
 
 
 @contextmanager
@@ -131,8 +133,7 @@ def test_no_command_hangs_on_a_stopped_daemon(mount, mount_env):
 
 
 def _fusectl_mounted() -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[2] == "fusectl" for line in f)
+    return any(e.fstype == "fusectl" for e in mount_table())
 
 
 @pytest.fixture(params=["fusectl", "no-fusectl"])
@@ -268,7 +269,7 @@ def test_unmount_says_so_when_the_daemon_does_not_exit(mount, mount_env):
 
 def test_a_reused_pid_is_not_taken_for_the_daemon(tmp_path, monkeypatch):
     """A runtime file left by a daemon that was killed names a pid a later process may reuse."""
-    from wandbfs.cli.control import find_daemon
+    from wandbfs.daemon.state import find_daemon
 
     monkeypatch.setenv("WANDBFS_STATE_DIR", str(tmp_path / "state"))
     mp = tmp_path / "mnt"
@@ -303,7 +304,7 @@ def test_parse_mountinfo_reads_escaped_mount_points_and_the_connection():
 
 
 def test_bounded_calls_return_raise_or_give_up():
-    from wandbfs.cli.control import NoAnswer, bounded
+    from wandbfs.daemon.procutil import NoAnswer, bounded
 
     assert bounded(sum, [1, 2, 3]) == 6
     with pytest.raises(FileNotFoundError):
@@ -317,7 +318,7 @@ def test_bounded_calls_return_raise_or_give_up():
 def test_an_abandoned_call_keeps_no_pipe_of_the_caller_open():
     """A caller that captures our output (a shell's $(...), a test) gets EOF when we exit,
     even while a call we abandoned is still running (here: never collected)."""
-    code = ("import time; from wandbfs.cli.control import Pending\n"
+    code = ("import time; from wandbfs.daemon.procutil import Pending\n"
             "print(Pending(time.sleep, 60).pid, flush=True)\n")
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

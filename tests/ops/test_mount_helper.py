@@ -24,7 +24,9 @@ from wandbfs.cli.mount_helper import (
     remove_links,
     translate,
 )
+from wandbfs.daemon.mounttab import mount_entry
 from wandbfs.daemon.procutil import process_alive
+from wandbfs.daemon.state import runtime_file
 
 TABLE = option_table()
 
@@ -171,11 +173,9 @@ def _env_file(tmp_path: Path, base_url: str) -> tuple[Path, dict[str, str]]:
 
 
 def _daemon_pid(state_dir: str, mp: Path) -> int:
-    import hashlib
     import json
 
-    mid = hashlib.sha256(str(mp.resolve()).encode()).hexdigest()[:16]
-    return int(json.loads((Path(state_dir) / f"mount-{mid}.json").read_text())["pid"])
+    return int(json.loads(runtime_file(mp, Path(state_dir)).read_text())["pid"])
 
 
 BARE = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -193,8 +193,9 @@ def test_mount_t_fuse_wandbfs_reads_then_umount_stops_the_daemon(emu, helper_ins
                            env=BARE, capture_output=True, text=True, timeout=200)
         assert r.returncode == 0, r.stderr
         assert _mounted(mp)
-        line = next(ln for ln in open("/proc/self/mounts") if ln.split()[1] == str(mp))
-        assert line.split()[2] == "fuse.wandbfs" and "allow_other" in line.split()[3] and "ro" in line.split()[3].split(",")
+        entry = mount_entry(mp)
+        assert entry is not None and entry.fstype == "fuse.wandbfs"
+        assert "allow_other" in entry.options and "ro" in entry.options
         pid = _daemon_pid(env["WANDBFS_STATE_DIR"], mp)
         assert env["WANDB_API_KEY"] not in open(f"/proc/{pid}/cmdline").read()  # the key came by env_file
 

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from wandbfs.sdk import env as sdk_env
+from wandbfs.daemon.mounttab import is_mounted
 from wandbfs.daemon.procutil import process_alive
+from wandbfs.daemon.state import runtime_file
 from wandbfs.bench.netns import WanLink
 
 API_KEY = "bench" + "k" * 40
@@ -339,12 +341,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, r
 
 
-def is_mounted(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
-
-
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -425,9 +421,8 @@ class WandbfsMount:
 
     def _read_runtime(self) -> None:
         """The daemon's pid and log file, from the runtime file it writes once mounted."""
-        mid = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
         try:
-            rt = json.loads((Path(self.env["WANDBFS_STATE_DIR"]) / f"mount-{mid}.json").read_text())
+            rt = json.loads(runtime_file(self.path, Path(self.env["WANDBFS_STATE_DIR"])).read_text())
         except (OSError, ValueError):
             return
         self.pid = int(rt["pid"])

@@ -98,7 +98,10 @@ class SingleFlight:
 class Catalog:
     def __init__(self, client: WandbClient, orgs: list[str] | None = None, *, alias_ttl: float = 30.0,
                  list_ttl: float = 60.0, gate: Gate | None = None, meta: MetaStore | None = None,
-                 lookup_timeout: float = 5.0) -> None:
+                 lookup_timeout: float = 5.0, locks: dict[tuple[str, str, str], dict[str, int]] | None = None,
+                 nursery: trio.Nursery | None = None) -> None:
+        """``locks``: the aliases ``--lock`` keeps on their versions; ``nursery``: the mount's,
+        where loads and background refreshes run (without one, callers wait)."""
         self.client = client
         self.fixed_orgs = orgs
         self.alias_ttl = alias_ttl
@@ -109,10 +112,11 @@ class Catalog:
         self._versions: dict[tuple[str, str, str, int], VersionDetail] = {}
         self._urls: dict[tuple[str, int], dict[str, str]] = {}
         self._flight = SingleFlight()
+        self._flight.nursery = nursery
         self._loaders: dict[tuple[Any, ...], tuple[float, Callable[..., Any], tuple[Any, ...]]] = {}
         self.meta = meta
         # --lock: (org, registry, collection) -> {alias: index}, in force for the mount's life
-        self.locks: dict[tuple[str, str, str], dict[str, int]] = {}
+        self.locks: dict[tuple[str, str, str], dict[str, int]] = locks or {}
 
     @property
     def nursery(self) -> trio.Nursery | None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from wandbfs.emulator.cli import emulator_group
+from wandbfs.cli.mount_options import mount_params
 from wandbfs.cli.ops_cmd import PATH_ARG
+from wandbfs.emulator.cli import emulator_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,68 +32,7 @@ def main() -> None:
     """
 
 
-@main.command()
-@click.argument("mountpoint", type=PATH_ARG)
-@click.option("--org", "orgs", multiple=True, help="Organization to show (repeatable; default: all yours).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Object cache (default: the SDK's, $WANDB_CACHE_DIR or ~/.cache/wandb, shared with "
-                   "artifact.download()).")
-@click.option("--cache-max-size", metavar="SIZE",
-              help="Cap on the object cache (e.g. 50G); least recently used objects are evicted "
-                   "before a download that would not fit. Open and pinned objects are never evicted.")
-@click.option("--cache-min-free", metavar="SIZE", default="0", show_default=True,
-              help="Free space to leave on the cache's disk (e.g. 10G). A file that cannot fit even "
-                   "after eviction is served straight from W&B without caching.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Keep the aliases in this file (from `wandbfs lock`) on their versions for the "
-                   "life of the mount.")
-@click.option("--alias-ttl", default=30.0, show_default=True, help="Seconds before aliases are re-resolved.")
-@click.option("--list-ttl", default=60.0, show_default=True,
-              help="Seconds before registry/collection listings are refreshed.")
-@click.option("--negative-ttl", default=30.0, show_default=True, help="Seconds a missing name stays missing.")
-@click.option("--entity", help="Entity of the lineage run (default: your default entity).")
-@click.option("--project", default="wandbfs", show_default=True, help="Project of the lineage run.")
-@click.option("--job-type", default="wandbfs-mount", show_default=True, help="Job type of the lineage run.")
-@click.option("--run-id", help="Record uses on this existing run instead of starting one.")
-@click.option("--no-lineage", is_flag=True, help="Do not record artifact uses in W&B.")
-@click.option("--reader-runs/--no-reader-runs", default=True, show_default=True,
-              help="Record a use on the reading process's own run when its environment has "
-                   "WANDB_RUN_ID (with WANDB_PROJECT/WANDB_ENTITY); else on the mount's run.")
-@click.option("--missing-run-grace", default=300.0, show_default=True,
-              help="Seconds to keep retrying a use for a reader's run that does not exist (yet) "
-                   "before recording it on the mount's run.")
-@click.option("--access-log", type=click.Path(dir_okay=False, path_type=Path),
-              help="Append one JSON line per file opened (time, pid, uid, process, path, version, run).")
-@click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
-@click.option("--read-timeout", default=30.0, show_default=True,
-              help="Seconds without bytes before a download is abandoned and retried.")
-@click.option("--lookup-timeout", default=5.0, show_default=True,
-              help="Seconds a name never seen before waits for W&B, then EIO. Anything seen once "
-                   "(listings, aliases, manifests, cached files) is served without waiting on W&B.")
-@click.option("--wandb-timeout", default=30.0, show_default=True,
-              help="The daemon's deadline on any one W&B call; past it the call is abandoned and "
-                   "W&B counts as not answering until a probe gets through.")
-@click.option("--verify", type=click.Choice(["stream", "strict"]), default="stream", show_default=True,
-              help="stream: serve each read as soon as its bytes arrive; the read that reaches the end "
-                   "of a file fails with EIO if the whole-file digest does not match. strict: serve "
-                   "only objects whose digest was verified (the first read waits for the whole file).")
-@click.option("--part-size", default=8, show_default=True, help="MiB per ranged GET for large files.")
-@click.option("--concurrency", default=4, show_default=True, help="Parallel ranged GETs per file.")
-@click.option("--warm/--no-warm", default=True, show_default=True,
-              help="Fetch ahead in the background: manifests when a collection is listed, signed URLs "
-                   "when a version is looked up, a version's small files when one of them is opened.")
-@click.option("--read-ahead-kb", default=1024, show_default=True,
-              help="Kernel read-ahead for the mount (root only; 0 leaves the kernel default).")
-@click.option("--xattrs/--no-xattrs", default=True, show_default=True,
-              help="Serve user.wandb.* attributes (and `wandbfs info`/`status`). They cost `ls -l` two "
-                   "extra requests per file (~0.2 ms each here); --no-xattrs for listing-heavy use.")
-@click.option("--metrics-addr", metavar="HOST:PORT",
-              help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9400). Off by default.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Daemon log lines as text or as one JSON object each.")
-@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to stderr.")
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Daemon log file.")
-@click.option("-d", "--debug", is_flag=True, help="Verbose logging.")
+@main.command(params=[click.Argument(["mountpoint"], type=PATH_ARG), *mount_params()])
 def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache_max_size: str | None,
           cache_min_free: str, lock_file: Path | None, alias_ttl: float, list_ttl: float,
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
@@ -102,7 +42,8 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
           foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from wandbfs.cache.eviction import parse_size
-    from wandbfs.daemon.serve import MountConfig, MountError, mount_daemon, mount_foreground
+    from wandbfs.daemon.config import MountConfig, MountError
+    from wandbfs.daemon.process import mount_daemon, mount_foreground
 
     try:
         max_size = parse_size(cache_max_size) if cache_max_size else None
@@ -113,7 +54,7 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
                          missing_run_grace=missing_run_grace,
                          lock_file=lock_file.absolute() if lock_file else None,
                          metrics_addr=metrics_addr, log_format=log_format, xattrs=xattrs,
-                         access_log=access_log.absolute() if access_log else None,mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
+                         access_log=access_log.absolute() if access_log else None, mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
                          run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
@@ -149,7 +90,8 @@ def unmount(mountpoint: Path, force: bool, timeout: float) -> None:
 
     If the daemon does not answer (a command said it is stopped or hung), --force detaches it.
     """
-    from wandbfs.daemon.serve import MountError, unmount as do_unmount
+    from wandbfs.cli.control import unmount as do_unmount
+    from wandbfs.daemon.config import MountError
 
     try:
         done = do_unmount(mountpoint.absolute(), timeout=timeout, force=force)
@@ -208,9 +150,8 @@ def lineage(mountpoint: Path | None, pending: bool, as_json: bool) -> None:
     import json
     import time
 
-    from wandbfs.cli.control import all_daemons, find_daemon, stopped_message
+    from wandbfs.daemon.state import all_daemons, find_daemon, journal_file, state_dir, stopped_message
     from wandbfs.lineage.journal import read_journal
-    from wandbfs.daemon.serve import journal_file, state_dir
 
     # Only files in the state directory: the mount point itself is never touched.
     files = [journal_file(mountpoint.absolute())] if mountpoint else sorted(state_dir().glob("lineage-*.jsonl"))

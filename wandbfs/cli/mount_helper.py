@@ -11,12 +11,12 @@ added to OPTIONS. Without this helper it would fall back to fuse3's ``/sbin/moun
 which runs ``wandbfs SOURCE DIR -o OPTS``: not a command wandbfs has.
 
 This helper turns OPTIONS into ``wandbfs mount`` arguments (``cache_dir=/x`` ->
-``--cache-dir /x``; the table is read from the ``mount`` command itself, so every option it
-has works here), ignores the generic mount options, refuses unknown ones in one line, loads
-``env_file=`` (fstab has no environment: WANDB_API_KEY, WANDB_BASE_URL, ...) and then execs
-``wandbfs mount``, which returns once the mount answers and leaves the daemon running.
-SOURCE is ``none`` (or ``wandbfs``/``wandb``) for every organization, or an organization
-name, like ``org=``.
+``--cache-dir /x``; the table is read from the options the ``mount`` command is built from,
+``wandbfs.cli.mount_options``, so every option it has works here), ignores the generic
+mount options, refuses unknown ones in one line, loads ``env_file=`` (fstab has no
+environment: WANDB_API_KEY, WANDB_BASE_URL, ...) and then execs ``wandbfs mount``, which
+returns once the mount answers and leaves the daemon running. SOURCE is ``none`` (or
+``wandbfs``/``wandb``) for every organization, or an organization name, like ``org=``.
 
 ``wandbfs install-helper`` links ``/sbin/mount.fuse.wandbfs`` and ``/sbin/mount.wandbfs`` to
 the ``mount.wandbfs`` console script of this installation.
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import click
+
+from wandbfs.cli.mount_options import mount_params
 
 HELPER_NAMES = ("mount.fuse.wandbfs", "mount.wandbfs")
 SCRIPT_NAME = "mount.wandbfs"
@@ -137,9 +139,7 @@ class OptSpec:
 def option_table(params: Iterable[Any] | None = None) -> dict[str, OptSpec]:
     """``-o`` keys from the ``wandbfs mount`` command's own options: ``--cache-dir`` -> ``cache_dir``."""
     if params is None:
-        from wandbfs.cli.main import mount as mount_command
-
-        params = mount_command.params
+        params = mount_params()
     table: dict[str, OptSpec] = {}
     for p in params:
         if not isinstance(p, click.Option) or p.name in NOT_FOR_FSTAB:

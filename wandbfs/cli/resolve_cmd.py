@@ -5,17 +5,16 @@ behind a mount path (``acme/wandb-registry-model/resnet50:v3``), the alias the p
 through (``via production``), and the usage snippets the W&B Registry UI's Usage tab shows,
 with that name filled in. ``path`` is the reverse: where a registry name lives in a mount.
 
-The first half of this module is pure (snippets, rendering, mount-table parsing) so it is
-unit-tested without a mount or a server; the second half does the I/O: reading
-``/proc/self/mounts``, reading the target (targets.py: a path is followed to the mount's
-``vN``) and asking W&B (``WandbClient.resolve_name``) for a name's version and the type.
+The first half of this module is pure (snippets, rendering, picking a mount) so it is
+unit-tested without a mount or a server; the second half does the I/O: the mount table
+(``wandbfs.daemon.mounttab``), reading the target (targets.py: a path is followed to the
+mount's ``vN``) and asking W&B (``WandbClient.resolve_name``) for a name's version and the type.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Sequence
@@ -23,15 +22,13 @@ from typing import TYPE_CHECKING, Sequence
 import click
 
 from wandbfs.cli.targets import ResolveError, Target, name_to_path, parse_name, resolve_target
+from wandbfs.daemon.mounttab import FSTYPE, mounts_of
 from wandbfs.model.names import qualified_name, registry_project
 
 if TYPE_CHECKING:
     from wandbfs.sdk.client import WandbClient
 
-FSTYPE = "fuse.wandbfs"
-
-
-# ---- pure: snippets, rendering, the mount table -----------------------------------------
+# ---- pure: snippets, rendering, picking a mount -----------------------------------------
 
 @dataclass(frozen=True)
 class Resolution:
@@ -86,21 +83,6 @@ def api_snippet(name: str, type_name: str | None) -> str:
             "artifact_dir = artifact.download()\n")
 
 
-def unescape_mount_field(s: str) -> str:
-    """``/proc/self/mounts`` writes space, tab, newline and backslash as ``\\ooo``."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
-def parse_mounts(text: str, fstype: str = FSTYPE) -> list[str]:
-    """Mount points of ``fstype`` in a ``/proc/self/mounts`` text, in order."""
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) > 2 and parts[2] == fstype:
-            out.append(unescape_mount_field(parts[1]))
-    return out
-
-
 def pick_mount(mounts: Sequence[str], explicit: str | None = None) -> str:
     """The mount to use: ``explicit``, or the only wandbfs mount there is."""
     if explicit:
@@ -145,8 +127,8 @@ def render_json(r: Resolution, entity: str | None = None, project: str | None = 
 # ---- I/O ---------------------------------------------------------------------------------
 
 def read_mounts() -> list[str]:
-    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mounts(f.read())
+    """The wandbfs mount points, in order (from the one mount-table reader)."""
+    return mounts_of(FSTYPE)
 
 
 def path_resolution(t: Target) -> Resolution:

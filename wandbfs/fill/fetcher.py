@@ -67,7 +67,8 @@ def close_if_idle(item: FillItem) -> None:
 class Fetcher:
     def __init__(self, cache: ObjectCache, url_source: UrlSource, *, policy: FetchPolicy | None = None,
                  limiter: trio.CapacityLimiter | None = None, nursery: trio.Nursery | None = None,
-                 evictor: Evictor | None = None) -> None:
+                 evictor: Evictor | None = None, metrics: Any = None) -> None:
+        """``metrics``: the mount's ``daemon.metrics.Metrics``, when it serves them."""
         self.cache = cache
         self.evictor = evictor or Evictor(cache, CacheLimits())
         self.url_source = url_source
@@ -81,7 +82,7 @@ class Fetcher:
         self._streams: dict[Path, UncachedStream] = {}
         self._http = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
         self.refs = RefResolver(self._http, self.policy, self.stats)
-        self.metrics: Any = None   # metrics.Metrics, when the mount serves them
+        self.metrics = metrics
 
     # ---- public ----------------------------------------------------------------------
     async def open_object(self, detail: VersionDetail, entry: ManifestEntry) -> Path | FillItem | UncachedStream:

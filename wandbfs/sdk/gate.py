@@ -88,7 +88,10 @@ class Gate:
 
     def __init__(self, *, limiter: trio.CapacityLimiter | None = None, call_timeout: float = 30.0,
                  probe: Callable[[], Any] | None = None, probe_interval: float = 2.0,
-                 probe_timeout: float = 10.0, breaker: Breaker | None = None) -> None:
+                 probe_timeout: float = 10.0, breaker: Breaker | None = None,
+                 observe: Callable[[str, float], None] | None = None, offline: str | None = None) -> None:
+        """``observe``: told each call's name and seconds (metrics); ``offline``: why W&B is
+        known not to answer already (the daemon's start): the breaker starts open."""
         self.limiter = limiter or trio.CapacityLimiter(8)
         self.call_timeout = call_timeout
         self.probe = probe
@@ -97,11 +100,13 @@ class Gate:
         self.breaker = breaker or Breaker(clock=trio.current_time)
         self.abandoned = 0           # calls whose thread was left running past the deadline
         self.calls = 0
-        self.observe: Callable[[str, float], None] | None = None   # W&B call latency, for metrics
+        self.observe = observe       # (call name, seconds): W&B call latency, for metrics
         self._probing = False
         self._tripped: trio.Event | None = None
         # The probe's own slots: hung calls abandoned in the main limiter must not keep it out.
         self._probe_limiter = trio.CapacityLimiter(2)
+        if offline:
+            self._trip(offline)
 
     @property
     def offline_for(self) -> float | None:
