@@ -15,6 +15,7 @@ import os
 import select
 import sys
 import time
+from typing import NoReturn
 
 from wandbfs.daemon.config import MountConfig, MountError
 from wandbfs.daemon.preflight import preflight
@@ -97,7 +98,7 @@ def mount_daemon(config: MountConfig, timeout: float = 180.0) -> int:
     return 0
 
 
-def _run_daemon(config: MountConfig, w: int) -> None:
+def _run_daemon(config: MountConfig, w: int) -> NoReturn:
     """The forked child: detach, serve, tell the parent once (OK or why not), exit."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
