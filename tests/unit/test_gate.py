@@ -113,3 +113,21 @@ def test_call_with_deadline_abandons_a_blocking_call():
     assert call_with_deadline(lambda: 7, 1, "quick") == 7
     with pytest.raises(ZeroDivisionError):
         call_with_deadline(lambda: 1 / 0, 1, "boom")
+
+
+def test_waiting_for_a_slot_is_not_w_and_b_failing_to_answer():
+    """A burst of calls (warm-ups) queued behind busy slots must not open the breaker."""
+    def slow() -> str:
+        time.sleep(0.6)
+        return "done"
+
+    async def main() -> None:
+        gate = Gate(call_timeout=0.3, limiter=trio.CapacityLimiter(1))
+        async with trio.open_nursery() as n:
+            n.start_soon(lambda: gate.call(slow, timeout=5))
+            await trio.sleep(0.05)
+            with pytest.raises(BackendError) as ei:
+                await gate.call(slow)                  # 0.3 s waiting for the one slot
+            assert not isinstance(ei.value, Unreachable)
+            assert not gate.breaker.is_open
+    trio.run(main)

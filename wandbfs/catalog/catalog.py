@@ -98,7 +98,7 @@ class SingleFlight:
 class Catalog:
     def __init__(self, client: WandbClient, orgs: list[str] | None = None, *, alias_ttl: float = 30.0,
                  list_ttl: float = 60.0, gate: Gate | None = None, meta: MetaStore | None = None,
-                 lookup_timeout: float = 5.0, locks: dict[tuple[str, str, str], dict[str, int]] | None = None,
+                 lookup_timeout: float = float("inf"), locks: dict[tuple[str, str, str], dict[str, int]] | None = None,
                  nursery: trio.Nursery | None = None) -> None:
         """``locks``: the aliases ``--lock`` keeps on their versions; ``nursery``: the mount's,
         where loads and background refreshes run (without one, callers wait)."""
@@ -205,7 +205,7 @@ class Catalog:
             ttl, fn, args = self._loaders[key]
             try:
                 await self._flight.run(key, lambda: self._load_listing(key, ttl, fn, args), self.lookup_timeout)
-            except (BackendError, NotFound) as e:
+            except Exception as e:  # noqa: BLE001 - a refused key or odd answer must not end the refresh
                 log.info("refresh of %s: %s (the last known listing stays)", "/".join(map(str, key)), e)
         async with trio.open_nursery() as n:
             for key in keys:

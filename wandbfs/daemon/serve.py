@@ -113,8 +113,8 @@ def _detach_from_cwd(config: MountConfig) -> None:
 
 def _sign_in(config: MountConfig, client: Any, meta: Any, call_with_deadline: Callable[..., Any]) -> _Start:
     """Login and one real round trip, the org check and the lineage run, each under a deadline."""
-    from wandbfs.lineage.queue import MountRun, RunRecorder
     from wandbfs.sdk.client import BackendError
+    from wandbfs.sdk.runs import MountRun, RunRecorder
 
     start = _Start()
     try:
@@ -133,15 +133,33 @@ def _sign_in(config: MountConfig, client: Any, meta: Any, call_with_deadline: Ca
                 raise MountError(f"unknown organization {org!r} (you belong to: {', '.join(known) or 'none'})")
     if not config.lineage:
         return start
+    # The lineage run: bounded too; when it does not come up in time, the recorder starts
+    # it before the first use it records (MountRun.start is once-only and serialized).
     if config.run_id:
-        entity = config.entity or (None if start.offline else client.api().default_entity)
+        entity = config.entity
+        if entity is None and not start.offline:
+            entity = _bounded_or_none(call_with_deadline, client.default_entity, config.wandb_timeout, "default entity")
         start.recorder = RunRecorder(client.api, f"{entity}/{config.project}/{config.run_id}" if entity else None,
-                                     start_run=lambda: f"{client.api().default_entity}/{config.project}/{config.run_id}")
+                                     start_run=lambda: f"{client.default_entity()}/{config.project}/{config.run_id}")
     else:
         start.mount_run = MountRun(config.entity, config.project, config.job_type)
-        path = None if start.offline else start.mount_run.start()
+        path = None
+        if not start.offline:
+            path = _bounded_or_none(call_with_deadline, start.mount_run.start, config.wandb_timeout + 30,
+                                    "starting the mount's run")
         start.recorder = RunRecorder(client.api, path, start_run=start.mount_run.start)
     return start
+
+
+def _bounded_or_none(call_with_deadline: Callable[..., Any], fn: Callable[[], Any], timeout: float,
+                     what: str) -> Any:
+    from wandbfs.sdk.client import BackendError
+
+    try:
+        return call_with_deadline(fn, timeout, what)
+    except BackendError as e:
+        log.warning("%s: %s; lineage is recorded once W&B answers", what, e)
+        return None
 
 
 def _finish_run(mount_run: Any, call_with_deadline: Callable[..., Any]) -> None:
@@ -264,7 +282,7 @@ async def _mount_and_serve(config: MountConfig, fs: Any, fetcher: Any, lineage: 
     nursery.start_soon(gate.run)
     if lineage:
         nursery.start_soon(lineage.run)
-    nursery.start_soon(_signals, fs, session.terminated, paths)
+    nursery.start_soon(_signals, fs, fetcher, session.terminated, paths)
     nursery.start_soon(_announce, config.mountpoint, on_ready, config.read_ahead_kb)
     await pyfuse3.main()
     session.kernel_unmounted = not session.terminated
@@ -369,27 +387,43 @@ def _take_refresh(paths: _DaemonPaths) -> list[tuple[str, ...]]:
     return out
 
 
-async def _signals(fs: Any, terminated: list[int], paths: _DaemonPaths) -> None:
+async def _signals(fs: Any, fetcher: Any, terminated: list[int], paths: _DaemonPaths) -> None:
     import pyfuse3
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             if sig == signal.SIGHUP:
-                # The request file lives in the state dir, never on our own mount; its
-                # path was named before mounting (see _DaemonPaths).
-                prefixes = await trio.to_thread.run_sync(_take_refresh, paths)
-                if not prefixes:
-                    n = await fs.refresh()
-                    log.info("SIGHUP: dropped %d listing and alias caches", n)
-                for prefix in prefixes:
-                    n = await fs.refresh(prefix)
-                    log.info("refresh %s: dropped %d listing and alias caches", "/".join(prefix), n)
-                paths.taking.unlink(missing_ok=True)
+                await _refresh_on_sighup(fs, paths)
                 continue
             log.info("signal %d: unmounting", sig)
             terminated.append(sig)
+            # pyfuse3.main() returns only once every request in progress is answered: stop
+            # the downloads first, so a read waiting on one fails now instead of at its end.
+            _cancel_downloads(fetcher)
             pyfuse3.terminate()
+
+
+async def _refresh_on_sighup(fs: Any, paths: _DaemonPaths) -> None:
+    """The refresh asked for (all, or the subtrees in the request file), concurrently and
+    bounded by the catalog's lookup timeout; no failure here may end the daemon."""
+    import trio
+
+    try:
+        # The request file lives in the state dir, never on our own mount; its path was
+        # named before mounting (see _DaemonPaths).
+        prefixes = await trio.to_thread.run_sync(_take_refresh, paths) or [()]
+
+        async def one(prefix: tuple[str, ...]) -> None:
+            n = await fs.refresh(prefix)
+            log.info("refresh %s: %d listing and alias caches reloaded", "/".join(prefix) or "(all)", n)
+        async with trio.open_nursery() as n:
+            for prefix in prefixes:
+                n.start_soon(one, prefix)
+    except Exception:  # noqa: BLE001 - a refresh that fails leaves the last known listings
+        log.exception("refresh failed")
+    finally:
+        paths.taking.unlink(missing_ok=True)
 
 
 __all__ = ["MountConfig", "MountError", "refresh_file", "serve", "taking_file"]

@@ -39,7 +39,7 @@ import urllib3
 from wandbfs.cache.store import ObjectCache
 from wandbfs.cache.eviction import CacheLimits, Evictor
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.errors import BadBytes, NoSpace
+from wandbfs.fill.errors import BadBytes, FetchError, NoSpace
 from wandbfs.fill.item import FetchPolicy, FetchStats, FillItem
 from wandbfs.fill.refs import RefResolver
 from wandbfs.fill.stream import UncachedStream
@@ -80,6 +80,7 @@ class Fetcher:
         self._starting: dict[Path, trio.Event] = {}
         self._verified: set[Path] = set()
         self._streams: dict[Path, UncachedStream] = {}
+        self._stopping = False          # cancel_all() was called: the mount is going away
         self._http = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
         self.refs = RefResolver(self._http, self.policy, self.stats)
         self.metrics = metrics
@@ -198,15 +199,25 @@ class Fetcher:
         hit = await self._checked_hit(entry)
         if hit is not None:
             return hit
+        if self._stopping:   # after cancel_all: no new download (its temp would be left behind)
+            raise FetchError(f"{entry.path}: the mount is stopping")
         if self.cache.read_only:
             return self._uncached(detail, entry, "the cache is read-only", quiet=True)
         try:
-            # Cross-process: wait (in a thread) for another mount or the SDK holding this object.
-            await trio.to_thread.run_sync(lock.enter_context, self.cache.object_lock(entry), limiter=self.limiter)
+            # Cross-process: wait (in a thread, bounded) for another mount holding this object.
+            # A holder that is stopped or hung must not hang our readers: after
+            # --read-timeout the file is streamed instead. Not on the workers' limiter, and
+            # abandoned if the mount stops meanwhile.
+            await trio.to_thread.run_sync(
+                lock.enter_context, self.cache.object_lock(entry, timeout=self.policy.read_timeout),
+                abandon_on_cancel=True)
+        except TimeoutError as e:
+            return self._uncached(detail, entry, f"{e}; streaming it meanwhile")
         except OSError as e:
             if not self.cache.note_unwritable(e):
                 raise
-            return self._uncached(detail, entry, "the cache is read-only", quiet=True)
+            why = "the cache is read-only" if self.cache.read_only else f"its lock file is not writable ({e.strerror})"
+            return self._uncached(detail, entry, why, quiet=self.cache.read_only)
         try:
             # Someone may have brought it in while we waited for the lock.
             hit = await self._checked_hit(entry)
@@ -278,10 +289,13 @@ class Fetcher:
     def cancel_all(self) -> int:
         """Stop every download in flight, at once, temp files removed (SIGTERM, unmount).
         Returns how many were stopped."""
+        self._stopping = True
         items = [item for item in self._fills.values() if not item.done.is_set()]
         for item in items:
             item.cancel()
-        return len(items)
+        for stream in self._streams.values():
+            stream.cancel()
+        return len(items) + len(self._streams)
 
     def _nursery(self) -> trio.Nursery:
         if self.nursery is None:

@@ -22,7 +22,7 @@ import urllib3
 
 from wandbfs.cache.store import Hasher
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.errors import BadBytes
+from wandbfs.fill.errors import BadBytes, FetchError
 from wandbfs.fill.item import FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,9 @@ class UncachedStream:
         self.entry = entry
         self.size = entry.size
         self.block = max(1 << 20, policy.part_size)
-        self.getter: Getter = (getter(1, lambda: False) if getter is not None else
-                               RangeGetter(entry, policy, url_fn, http, stats))
+        self._cancelled = False
+        self.getter: Getter = (getter(1, self._is_cancelled) if getter is not None else
+                               RangeGetter(entry, policy, url_fn, http, stats, cancelled=self._is_cancelled))
         self.limiter = limiter
         self._blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._loading: dict[int, trio.Event] = {}
@@ -51,6 +52,17 @@ class UncachedStream:
         self._hashed = 0
         self.verified = False
         self.users = 0
+
+    def cancel(self) -> None:
+        """Stop (the mount is stopping): transfers end at their next chunk, reads get EIO."""
+        self._cancelled = True
+
+    def _is_cancelled(self) -> bool:
+        return self._cancelled
+
+    def _check(self) -> None:
+        if self._cancelled:
+            raise FetchError(f"{self.entry.path}: stopped (the mount is stopping)")
 
     async def read(self, off: int, size: int) -> bytes:
         end = min(off + size, self.size)
@@ -116,8 +128,10 @@ class UncachedStream:
         buf = bytearray(end - start)
 
         def sink(pos: int, chunk: bytes) -> None:
+            self._check()
             buf[pos - start: pos - start + len(chunk)] = chunk
         self.getter.fetch(start, end, sink)
+        self._check()   # a cancelled getter returns early: never hand out a partial block
         data = bytes(buf)
         with self._lock:
             if self._hashed == start:  # in order: hash it now, so a sequential read costs no second pass
@@ -144,8 +158,10 @@ class UncachedStream:
         log.info("hashing the unread %d bytes of %s (served without caching)", self.size - start, self.entry.path)
 
         def sink(pos: int, chunk: bytes) -> None:
+            self._check()
             with self._lock:
                 if self._hashed == pos:
                     self._hasher.update(chunk)
                     self._hashed += len(chunk)
         self.getter.fetch(start, self.size, sink)
+        self._check()

@@ -67,7 +67,12 @@ class RunRecorder:
         return self.run_path
 
     def __call__(self, use: UseToRecord) -> None:
-        with self._lock:
+        # One record at a time. A record abandoned at the daemon's deadline may still hold
+        # the lock: fail this try at once (it is retried) instead of queueing threads behind
+        # it, each holding one of the gate's slots.
+        if not self._lock.acquire(timeout=1.0):
+            raise BusyRecording("an earlier lineage record is still waiting for W&B")
+        try:
             path = self._target(use)
             try:
                 self._record(path, use)
@@ -76,6 +81,8 @@ class RunRecorder:
                     self._runs.pop(path, None)
                     raise RunMissing(f"run {path} not found") from e
                 raise
+        finally:
+            self._lock.release()
 
     def _record(self, path: str, use: UseToRecord) -> None:
         api = self._api()
@@ -102,20 +109,29 @@ def _run_not_found(e: BaseException | None) -> bool:
     return False
 
 
+class BusyRecording(Exception):
+    """The previous record has not returned yet (W&B is slow or hanging): try again later."""
+
+
 class MountRun:
     """The run a mount starts (``wandb.init``) when no ``--run-id`` is given; finished at unmount."""
 
     def __init__(self, entity: str | None, project: str, job_type: str) -> None:
         self.entity, self.project, self.job_type = entity, project, job_type
         self.run: Any = None
+        self._lock = threading.Lock()
 
     def start(self) -> str:
+        """Once only: a start abandoned at the daemon's deadline may still finish, and the
+        recorder's later call must then get that run, not a second ``wandb.init``."""
         import wandb
 
-        self.run = wandb.init(entity=self.entity, project=self.project, job_type=self.job_type,
-                              settings=wandb.Settings(console="off", silent=True, save_code=False,
-                                                      disable_git=True))
-        return f"{self.run.entity}/{self.run.project}/{self.run.id}"
+        with self._lock:
+            if self.run is None:
+                self.run = wandb.init(entity=self.entity, project=self.project, job_type=self.job_type,
+                                      settings=wandb.Settings(console="off", silent=True, save_code=False,
+                                                              disable_git=True))
+            return f"{self.run.entity}/{self.run.project}/{self.run.id}"
 
     def finish(self) -> None:
         if self.run is not None:
