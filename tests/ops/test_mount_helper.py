@@ -25,7 +25,7 @@ from wandbfs.cli.mount_helper import (
     translate,
 )
 from wandbfs.daemon.mounttab import mount_entry
-from wandbfs.daemon.procutil import process_alive
+from wandbfs.procfs import process_alive
 from wandbfs.daemon.state import runtime_file
 
 TABLE = option_table()

@@ -21,7 +21,7 @@ import pytest
 
 from tests.fs.conftest import Mounted, _mounted, run_cli
 from tests.helpers import wait_for
-from wandbfs.daemon.procutil import process_alive
+from wandbfs.procfs import process_alive
 from wandbfs.daemon.state import runtime_file
 
 ODD = "mnt é ü\ttab"

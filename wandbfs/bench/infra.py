@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from wandbfs.sdk import env as sdk_env
 from wandbfs.daemon.mounttab import is_mounted
-from wandbfs.daemon.procutil import process_alive
+from wandbfs.procfs import process_alive
 from wandbfs.daemon.state import runtime_file
 from wandbfs.bench.netns import WanLink
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wandbfs.daemon.procutil import process_alive
+from wandbfs.procfs import process_alive
 
 NS = "wbench"
 HOST_IF = "wbench0"

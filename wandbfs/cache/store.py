@@ -53,7 +53,7 @@ from typing import Any, Final, Literal
 import xxhash
 
 from wandbfs.model.manifest import Alg, ManifestEntry
-from wandbfs.daemon.procutil import process_alive
+from wandbfs.procfs import process_alive
 
 __all__ = [
     "CACHE_DIR_ENV",

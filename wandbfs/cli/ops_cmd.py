@@ -165,7 +165,7 @@ def refresh_command(mountpoint: Path, paths: tuple[str, ...], timeout: float) ->
     PATH is relative to MOUNTPOINT (acme/model/resnet50) or a path inside it. The next
     listing or alias lookup asks W&B. Same as SIGHUP to the daemon, which drops everything.
     """
-    from wandbfs.daemon.serve import refresh_file, taking_file
+    from wandbfs.daemon.state import refresh_file, taking_file
 
     mp = Path(mountpoint).absolute()
     daemon = find_daemon(mp)

@@ -25,7 +25,7 @@ from wandbfs.cli import targets
 from wandbfs.cli.resolve_cmd import read_mounts
 from wandbfs.cli.targets import Target
 from wandbfs.fill.fetcher import Fetcher, FetchPolicy
-from wandbfs.fill.refs import Unsupported
+from wandbfs.fill.errors import Unsupported
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.sdk.client import BackendError, NotFound, WandbClient
 

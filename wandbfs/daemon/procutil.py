@@ -19,24 +19,10 @@ import subprocess
 import time
 from typing import Any, Callable, Generic, TypeVar
 
+
 T = TypeVar("T")
 
 CALL_TIMEOUT = 5.0       # seconds a syscall on a mount may take before we say it does not answer
-
-
-def process_alive(pid: int) -> bool:
-    """True for a running process; a zombie (killed, not yet reaped) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def process_state(pid: int) -> str | None:

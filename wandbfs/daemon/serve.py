@@ -426,4 +426,4 @@ async def _refresh_on_sighup(fs: Any, paths: _DaemonPaths) -> None:
         paths.taking.unlink(missing_ok=True)
 
 
-__all__ = ["MountConfig", "MountError", "refresh_file", "serve", "taking_file"]
+__all__ = ["serve"]

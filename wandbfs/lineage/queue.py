@@ -21,13 +21,12 @@ from typing import Any, Callable
 import trio
 
 from wandbfs.lineage.journal import MOUNT_RUN, JournalEntry, LineageJournal, use_key
-# The recorder and the mount's run are SDK code (sdk/runs.py); MountRun and RunRecorder are
-# imported here too for the daemon's wiring.
-from wandbfs.sdk.runs import MountRun, RunMissing, RunRecorder
+# The recorder is SDK code (sdk/runs.py); the queue only needs to know a missing run.
+from wandbfs.sdk.runs import RunMissing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MOUNT_RUN", "Lineage", "LineageStats", "MountRun", "RunMissing", "RunRecorder", "Use"]
+__all__ = ["MOUNT_RUN", "Lineage", "LineageStats", "RunMissing", "Use"]
 
 
 @dataclass(frozen=True)
