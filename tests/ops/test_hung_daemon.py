@@ -132,6 +132,32 @@ def test_no_command_hangs_on_a_stopped_daemon(mount, mount_env):
     assert r.returncode == 0 and json.loads(r.stdout)["pid"] == pid, r.stderr
 
 
+@pytest.mark.timeout(240)
+def test_path_commands_do_not_hang_on_a_stopped_daemon(mount, mount_env):
+    """resolve, lock and prefetch with a path in a mount whose daemon is stopped."""
+    m: Mounted = mount()
+    mp = str(m.path)
+    (m.path / CONFIG).read_bytes()
+    pid = m.pid
+    coll = f"{mp}/acme/model/resnet50"
+    commands = {"resolve FILE": ["resolve", f"{mp}/{CONFIG}"], "lock ALIAS": ["lock", f"{coll}/production"],
+                "lock COLLECTION": ["lock", coll], "prefetch PATH": ["prefetch", f"{coll}/production"]}
+    times: dict[str, float] = {}
+    try:
+        with stopped(pid):
+            for name, args in commands.items():
+                r, times[name] = timed(args, mount_env)
+                assert r.returncode != 0, (name, r.stdout, r.stderr)
+                assert times[name] <= LIMIT, (name, times[name])
+                assert f"`kill -CONT {pid}`" in r.stderr, (name, r.stderr)
+    except BaseException:
+        _kill(pid)
+        raise
+    _report("path commands against a stopped daemon", times)
+    r = run_cli(["resolve", f"{mp}/{CONFIG}"], mount_env, timeout=60)   # continued: answers again
+    assert r.returncode == 0 and "resnet50:v1" in r.stdout, r.stdout + r.stderr
+
+
 def _fusectl_mounted() -> bool:
     return any(e.fstype == "fusectl" for e in mount_table())
 

@@ -27,7 +27,8 @@ from wandbfs.cli.control import CALL_TIMEOUT, NoAnswer, Pending, bounded, daemon
 from wandbfs.cache.eviction import format_size
 from wandbfs.model.lockfile import LockEntry, render_lock
 from wandbfs.cli.resolve_cmd import ResolveError, path_resolution, read_mounts, resolve_name
-from wandbfs.cli.targets import is_collection_path, locate, looks_like_path, resolve_target
+from wandbfs.cli.targets import (find_in_mounts, is_collection_path, locate, looks_like_path, on_mount,
+                                 resolve_target)
 
 XATTR = "user.wandb."
 STATUS_XATTR = "user.wandbfs.status"
@@ -217,8 +218,15 @@ def lock_command(targets: tuple[str, ...]) -> None:
         for t in targets:
             specs = [t]
             if looks_like_path(t) and is_collection_path(t, mounts):   # every alias in it
-                specs = [os.path.join(t, n) for n in sorted(os.listdir(t)) if os.path.islink(os.path.join(t, n))]
+                mp = find_in_mounts(os.path.abspath(t), mounts)
+                specs = on_mount(mp[0] if mp else t, _alias_links, t)
             entries += [_lock_entry(spec, mounts) for spec in specs]
     except ResolveError as e:
         _fail(str(e))
     click.echo(render_lock(entries), nl=False)
+
+
+def _alias_links(collection_dir: str) -> list[str]:
+    """The alias symlinks of a collection folder (run where it can be abandoned: a mount)."""
+    return [os.path.join(collection_dir, n) for n in sorted(os.listdir(collection_dir))
+            if os.path.islink(os.path.join(collection_dir, n))]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from wandbfs.model.names import (
     Level,
@@ -33,6 +33,8 @@ from wandbfs.model.names import (
 
 __all__ = ["ResolveError", "Target", "find_in_mounts", "is_collection_path", "is_name", "locate",
            "logical_cwd", "looks_like_path", "name_to_path", "parse_name", "resolve_path", "resolve_target"]
+
+T = TypeVar("T")
 
 
 class ResolveError(ValueError):
@@ -140,9 +142,37 @@ def logical_cwd() -> str:
 
 def looks_like_path(spec: str) -> bool:
     """A path: absolute, ``./``-relative or existing; or, if it is no registry name, one whose folder exists."""
-    if spec.startswith(("/", "./", "../")) or spec in (".", "..") or os.path.lexists(spec):
+    if spec.startswith(("/", "./", "../")) or spec in (".", ".."):
         return True
-    return not is_name(spec) and os.path.isdir(os.path.dirname(spec) or ".")
+    from wandbfs.daemon.procutil import NoAnswer, bounded
+
+    try:   # the working directory may be inside a mount that does not answer
+        return bounded(_exists_as_path, spec)
+    except NoAnswer:
+        return not is_name(spec)
+
+
+def _exists_as_path(spec: str) -> bool:
+    return os.path.lexists(spec) or (not is_name(spec) and os.path.isdir(os.path.dirname(spec) or "."))
+
+
+def on_mount(mountpoint: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a syscall that touches a mount: refused at once when its daemon is
+    stopped, abandoned after a deadline when it does not answer (never a hung command)."""
+    from wandbfs.daemon.procutil import NoAnswer, bounded
+    from wandbfs.daemon.state import find_daemon, no_answer_message, stopped_message
+
+    d = find_daemon(mountpoint)
+    if d is not None and d.stopped:
+        raise ResolveError(stopped_message(d))
+    try:
+        return bounded(fn, *args)
+    except NoAnswer as e:
+        raise ResolveError(no_answer_message(mountpoint, e.timeout)) from None
+
+
+def _real_mounts(mounts: Sequence[str]) -> dict[str, str]:
+    return {os.path.realpath(m): m for m in mounts}
 
 
 def find_in_mounts(abs_path: str, mounts: Sequence[str]) -> tuple[str, tuple[str, ...]] | None:
@@ -150,13 +180,23 @@ def find_in_mounts(abs_path: str, mounts: Sequence[str]) -> tuple[str, tuple[str
     hit = locate(abs_path, mounts)
     if hit:
         return hit
-    real_mounts = {os.path.realpath(m): m for m in mounts}
+    # realpath stats every mount point: one hung mount must not hang a lookup in another
+    real_mounts = {}
+    for m in mounts:
+        try:
+            real_mounts.update(on_mount(m, _real_mounts, [m]))
+        except ResolveError:
+            continue
     p = PurePosixPath(abs_path)
     for anc in [p, *p.parents]:
         mp = real_mounts.get(os.path.realpath(str(anc)))
         if mp is not None:
             return mp, p.relative_to(anc).parts
     return None
+
+
+def _version_facts(vdir: str, abs_path: str, mp: str) -> tuple[bool, bool, str, str]:
+    return os.path.isdir(vdir), os.path.lexists(abs_path), os.path.realpath(vdir), os.path.realpath(mp)
 
 
 def is_collection_path(spec: str, mounts: Sequence[str]) -> bool:
@@ -185,11 +225,12 @@ def resolve_path(spec: str, mounts: Sequence[str], cwd: str | None = None) -> Ta
         raise ResolveError(f"{spec} is not a version directory or a file in one "
                            "(expected <mount>/<org>/<registry>/<collection>/<vN or alias>/...)")
     vdir = os.path.join(mp, *version_parts(parsed, parts))
-    if not os.path.isdir(vdir):
+    is_dir, exists, real_vdir, real_mp = on_mount(mp, _version_facts, vdir, abs_path, mp)
+    if not is_dir:
         raise ResolveError(f"{spec}: no such version ({vdir} does not exist)")
-    if not os.path.lexists(abs_path):
+    if not exists:
         raise ResolveError(f"{spec}: no such file in {parsed.qualified_name}")
-    hit_real = locate(os.path.realpath(vdir), [os.path.realpath(mp)])
+    hit_real = locate(real_vdir, [real_mp])
     try:
         real = parse_mount_path(hit_real[1]) if hit_real else None
     except ValueError:
