@@ -218,12 +218,15 @@ def test_unmount_during_a_hang_exits_and_the_next_mount_records_the_pending_use(
 
 
 @pytest.mark.timeout(300)
-def test_sigterm_with_a_1gib_download_in_flight(outage, sdk_defaults_env, mount, tmp_path):
+@pytest.mark.parametrize("reader_cmd", [["cat"], ["tail", "-c", "1"]], ids=["sequential", "read-at-eof"])
+def test_sigterm_with_a_1gib_download_in_flight(outage, sdk_defaults_env, mount, tmp_path, reader_cmd):
+    """A reader at EOF waits for the whole file's digest; pyfuse3's loop waits for that read:
+    the downloads are stopped before the loop is asked to end, so neither waits for the rest."""
     publish(outage.emu.store, "acme", "model", "huge", {"weights.bin": bytes(1 << 30)})
     m = mount(env=sdk_defaults_env)
     outage.emu.faults.set([{"route": "blob", "rate_bps": 32 << 20}])   # ~32 s for the whole file
     f = m.path / "acme/model/huge/v0/weights.bin"
-    reader = subprocess.Popen(["cat", str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reader = subprocess.Popen([*reader_cmd, str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tmp_dir = Path(sdk_defaults_env["WANDB_CACHE_DIR"]) / "artifacts" / "tmp"
     try:
         wait_for(lambda: tmp_dir.is_dir() and any(p.stat().st_size > (16 << 20) for p in tmp_dir.iterdir()),
@@ -233,7 +236,10 @@ def test_sigterm_with_a_1gib_download_in_flight(outage, sdk_defaults_env, mount,
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not _alive(pid), timeout=20, what="the daemon to exit")
         took = time.monotonic() - t0
-        assert took <= 10, f"the daemon took {took:.1f}s to exit with a 1 GiB download in flight"
+        # The issue allows 10 s; it takes ~0.2 s. Before downloads were stopped ahead of the
+        # loop's end, a read waiting at EOF held the daemon 9.3 s here (and until the end of the
+        # download on a slower link).
+        assert took <= 5, f"the daemon took {took:.1f}s to exit with a 1 GiB download in flight"
         print(f"\nhang: SIGTERM to exit with a 1 GiB download in flight {took:.1f} s")
         assert not [p for p in tmp_dir.iterdir()], "the cancelled download left its temp file"
     finally:
