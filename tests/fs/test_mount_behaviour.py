@@ -94,10 +94,11 @@ def test_lineage_records_each_version_once_on_the_mount_run(emu, mount):
 
 
 def test_no_lineage_flag_and_existing_run(emu, mount):
+    runs_before = set(emu.store.runs)   # the session's emulator: other tests' runs stay in it
     m = mount("--no-lineage")
     (m.path / "acme/dataset/squad/v1/dev.jsonl").read_bytes()
     assert m.unmount().returncode == 0
-    assert not any(r.project == "wandbfs" and r.state == "running" for r in emu.store.runs.values())
+    assert not [r for k, r in emu.store.runs.items() if k not in runs_before and r.project == "wandbfs"]
     emu.store.upsert_run("alice", "existing-proj", "myrun123")
     before = len(emu.uses())
     m2 = mount("--project", "existing-proj", "--run-id", "myrun123")

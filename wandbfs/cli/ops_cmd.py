@@ -74,12 +74,12 @@ def info_command(path: Path, as_json: bool) -> None:
     version's metadata; the same values are extended attributes (getfattr -d -m user.wandb PATH).
     """
     mp = _mount_of(path)
-    if mp and (problem := daemon_problem(mp)):
-        _fail(problem)
     try:
-        info = bounded(read_info, path)
+        info = on_mount(mp, read_info, path) if mp else bounded(read_info, path)
+    except ResolveError as e:
+        _fail(str(e))
     except NoAnswer as e:
-        _fail(no_answer_message(mp, e.timeout) if mp else f"{path} did not answer within {e.timeout:.0f}s")
+        _fail(f"{path} did not answer within {e.timeout:.0f}s")
     except FileNotFoundError:
         _fail(f"{path}: no such file or directory")
     except OSError as e:

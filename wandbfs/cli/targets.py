@@ -156,15 +156,27 @@ def _exists_as_path(spec: str) -> bool:
     return os.path.lexists(spec) or (not is_name(spec) and os.path.isdir(os.path.dirname(spec) or "."))
 
 
+def _bounded_cwd(mounts: Sequence[str]) -> str:
+    """:func:`logical_cwd`, which stats the working directory: bounded when that is in a mount."""
+    here = locate(os.getcwd(), mounts)   # getcwd() itself never reaches the filesystem
+    if here is None:
+        return logical_cwd()
+    try:
+        return on_mount(here[0], logical_cwd)
+    except ResolveError:
+        return os.getcwd()
+
+
 def on_mount(mountpoint: str, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``, a syscall that touches a mount: refused at once when its daemon is
     stopped, abandoned after a deadline when it does not answer (never a hung command)."""
+    from wandbfs.cli.control import daemon_problem
     from wandbfs.daemon.procutil import NoAnswer, bounded
-    from wandbfs.daemon.state import find_daemon, no_answer_message, stopped_message
+    from wandbfs.daemon.state import no_answer_message
 
-    d = find_daemon(mountpoint)
-    if d is not None and d.stopped:
-        raise ResolveError(stopped_message(d))
+    problem = daemon_problem(mountpoint)
+    if problem:
+        raise ResolveError(problem)
     try:
         return bounded(fn, *args)
     except NoAnswer as e:
@@ -187,6 +199,17 @@ def find_in_mounts(abs_path: str, mounts: Sequence[str]) -> tuple[str, tuple[str
             real_mounts.update(on_mount(m, _real_mounts, [m]))
         except ResolveError:
             continue
+    if not real_mounts:
+        return None
+    from wandbfs.daemon.procutil import NoAnswer, bounded
+
+    try:   # the ancestors' realpaths may cross into a mount too
+        return bounded(_through_symlinks, abs_path, real_mounts)
+    except NoAnswer as e:
+        raise ResolveError(f"{abs_path}: a mount on the way did not answer within {e.timeout:.0f}s") from None
+
+
+def _through_symlinks(abs_path: str, real_mounts: dict[str, str]) -> tuple[str, tuple[str, ...]] | None:
     p = PurePosixPath(abs_path)
     for anc in [p, *p.parents]:
         mp = real_mounts.get(os.path.realpath(str(anc)))
@@ -212,7 +235,7 @@ def is_collection_path(spec: str, mounts: Sequence[str]) -> bool:
 
 def resolve_path(spec: str, mounts: Sequence[str], cwd: str | None = None) -> Target:
     """A path in a mount -> its target; an alias directory is followed with ``os.path.realpath``."""
-    abs_path = os.path.normpath(os.path.join(cwd or logical_cwd(), spec))
+    abs_path = os.path.normpath(os.path.join(cwd or _bounded_cwd(mounts), spec))
     hit = find_in_mounts(abs_path, mounts)
     if hit is None:
         raise ResolveError(f"{spec} is not inside a wandbfs mount")

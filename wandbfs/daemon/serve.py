@@ -359,13 +359,12 @@ class _DaemonPaths:
     mount point later would stat our own mount from the request loop, which then waits on
     itself (SIGHUP deadlocked the daemon that way)."""
 
-    mountpoint: Path
     refresh: Path
     taking: Path
 
     @classmethod
     def of(cls, mountpoint: Path) -> "_DaemonPaths":
-        return cls(mountpoint, refresh_file(mountpoint), taking_file(mountpoint))
+        return cls(refresh_file(mountpoint), taking_file(mountpoint))
 
 
 def _take_refresh(paths: _DaemonPaths) -> list[tuple[str, ...]]:

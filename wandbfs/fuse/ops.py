@@ -99,7 +99,7 @@ class WandbFS(pyfuse3.Operations):
         self.opts = options or FsOptions(uid=os.getuid(), gid=os.getgid())
         self.table = InodeTable()
         self.table.add_root(time.time())
-        self.warmups = Warmups(catalog, fetcher, enabled=self.opts.warm)
+        self.warmups = Warmups(catalog, fetcher, enabled=self.opts.warm, nursery=nursery)
         self.tree = Tree(catalog, self.table, self.warmups)
         self.xattrs = Xattrs(catalog, self.tree, self.status)
         self.handles = Handles()
@@ -111,15 +111,6 @@ class WandbFS(pyfuse3.Operations):
         self.counters = ReadCounters()  # opens hit/missed, bytes from the cache/W&B (the readers count)
         self.errors: collections.Counter[str] = collections.Counter()
         self.started = time.time()
-
-    @property
-    def nursery(self) -> trio.Nursery | None:
-        return self._nursery
-
-    @nursery.setter
-    def nursery(self, nursery: trio.Nursery | None) -> None:
-        """Settable after construction while the daemon still creates it later."""
-        self._nursery = self.warmups.nursery = nursery
 
     def _failed(self, handler: str, args: tuple[Any, ...], e: Exception) -> int:
         """The errno for ``e``, logged and counted as the table says (from inside ``except``)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 from wandbfs.fuse.nodes import File
 from wandbfs.fuse.via import AliasVia
 from wandbfs.lineage.access_log import AccessLog
-from wandbfs.lineage.queue import MOUNT_RUN, Lineage, Use
+from wandbfs.lineage.journal import MOUNT_RUN
+from wandbfs.lineage.queue import Lineage, Use
 from wandbfs.lineage.readers import ReaderInfo
 from wandbfs.model.names import qualified_name
 from wandbfs.sdk.client import VersionDetail

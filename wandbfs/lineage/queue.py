@@ -26,7 +26,7 @@ from wandbfs.sdk.runs import RunMissing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MOUNT_RUN", "Lineage", "LineageStats", "RunMissing", "Use"]
+__all__ = ["Lineage", "LineageStats", "Use"]
 
 
 @dataclass(frozen=True)
