@@ -19,19 +19,11 @@ import subprocess
 import time
 from typing import Any, Callable, Generic, TypeVar
 
+from wandbfs.procfs import process_alive
 
 T = TypeVar("T")
 
 CALL_TIMEOUT = 5.0       # seconds a syscall on a mount may take before we say it does not answer
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter of /proc/<pid>/stat (R, S, D, T, t, Z...); None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] or None
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
 
 
 def started_at(pid: int) -> float | None:
@@ -49,7 +41,7 @@ def started_at(pid: int) -> float | None:
 def wait_gone(pid: int, timeout: float) -> bool:
     """Whether the process exited (or is a zombie) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while process_state(pid) not in (None, "Z", "X"):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

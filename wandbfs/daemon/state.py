@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wandbfs.daemon.procutil import process_state, started_at
+from wandbfs.daemon.procutil import started_at
+from wandbfs.procfs import process_state
 
 
 def state_dir() -> Path:

@@ -26,7 +26,6 @@ class Uses:
     def __init__(self, lineage: Lineage | None, access_log: AccessLog | None, *, reader_runs: bool = True) -> None:
         self.lineage = lineage
         self.access_log = access_log
-        self.reader_runs = reader_runs
         self.readers = ReaderInfo(runs=reader_runs)
         self.via = AliasVia()   # readlink of an alias notes it here
 
@@ -38,7 +37,7 @@ class Uses:
         token = f"v{detail.index}" if via is None else via
         used_as = qualified_name(detail.org, detail.registry, detail.collection, token)
         # /proc is read only when someone needs the answer (reader runs, or the access log)
-        reader = self.readers.get(pid, uid) if self.reader_runs or self.access_log else None
+        reader = self.readers.get(pid, uid) if self.readers.runs or self.access_log else None
         run = (reader.run if reader else None) or MOUNT_RUN
         if self.lineage is not None:
             self.lineage.note(Use(detail.artifact_id, detail.name, used_as, run))
