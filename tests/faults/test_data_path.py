@@ -202,7 +202,7 @@ def test_a_temp_that_keeps_vanishing_fails_after_a_bound(tmp_path):
 
 # ---- through real mounts -----------------------------------------------------------------------
 
-def _want(path: Path, emu) -> bytes:
+def _want(path: Path, emu) -> bytes:   # the mount needs --xattrs
     return emu.store.blobs.get(base64.b64decode(os.getxattr(path, "user.wandb.digest")).hex())
 
 
@@ -229,7 +229,7 @@ def test_wrong_ranges_serve_no_wrong_byte_and_complete(name, mode, emu, mount, f
     for are 0-3, each answered wrong once; uncached, block 0 is answered wrong 4 times (one
     short of the attempts). A reader that stops early, inside parts 0 and 1 (where a wrong
     range used to be written at the requested offset), then a whole read."""
-    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--part-size", "1", *MODES[mode])
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--part-size", "1", "--xattrs", *MODES[mode])
     path = m.path / BIG
     want = _want(path, emu)
     emu.faults.set([dict(route="blob", times=4, **RANGE_FAULTS[name])])
@@ -258,7 +258,7 @@ def test_wrong_ranges_serve_no_wrong_byte_and_complete(name, mode, emu, mount, f
 def test_a_temp_removed_by_the_sdks_cleanup_mid_download_does_not_fail_the_read(emu, mount, fresh_cache):
     from wandb.sdk.artifacts.artifact_file_cache import ArtifactFileCache
 
-    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--part-size", "1")
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--part-size", "1", "--xattrs")
     path = m.path / BIG
     want = _want(path, emu)
     emu.faults.set([{"route": "blob", "rate_bps": 4 * MiB}])          # 4 parts at a time: ~4 s in all
@@ -285,7 +285,7 @@ def test_a_temp_removed_by_the_sdks_cleanup_mid_download_does_not_fail_the_read(
 
 @pytest.mark.timeout(120)
 def test_a_stalled_blob_is_eio_within_the_read_timeout(emu, mount, fresh_cache):
-    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--read-timeout", "3")
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--read-timeout", "3", "--xattrs")
     path = m.path / "acme/model/resnet50/v2/model.safetensors"
     assert path.stat().st_size > 0                                   # the name is resolved before the stall
     emu.faults.set([{"route": "blob", "stall_s": 20}])

@@ -189,7 +189,7 @@ def test_a_partial_read_of_bad_bytes_does_not_leak_into_the_next_full_read(emu, 
     import base64
     import hashlib
 
-    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage")
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--xattrs")
     path = m.path / "acme/model/resnet50/v3/model.safetensors"      # 64 MiB: read-ahead stays far from EOF
     digest = os.getxattr(path, "user.wandb.digest").decode()
     want = emu.store.blobs.get(base64.b64decode(digest).hex())

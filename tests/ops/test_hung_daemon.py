@@ -252,6 +252,41 @@ def test_a_mount_that_does_not_answer_is_given_up_on_after_a_deadline(mount, mou
     _report("against a mount with no runtime file", times)
 
 
+@pytest.mark.timeout(180)
+def test_info_and_status_give_up_on_a_control_socket_that_does_not_answer(mount, mount_env):
+    """A daemon that looks alive (its runtime file names a running process) but does not
+    answer: the kernel still accepts connections to its control socket, so the deadline is
+    what ends `info` and `status`. Continued, the daemon answers as if nothing happened."""
+    m: Mounted = mount()
+    mp = str(m.path)
+    (m.path / CONFIG).read_bytes()
+    real = m.pid
+    runtime = _runtime(mount_env, m.path)
+    saved = runtime.read_text()
+    times: dict[str, float] = {}
+    try:
+        with sleeper() as p:
+            _fake_runtime(mount_env, m.path, p.pid)   # stands for the daemon: running, not stopped
+            with stopped(real):
+                for name, args in {"status MNT": ["status", mp], "status --json": ["status", "--json"],
+                                   "info MNT/...": ["info", f"{mp}/{CONFIG}"],
+                                   "info --json": ["info", "--json", f"{mp}/{CONFIG}"]}.items():
+                    r, times[name] = timed(args, mount_env)
+                    assert r.returncode != 0 and times[name] <= LIMIT, (name, times[name], r.stderr)
+                    assert f"(pid {p.pid}) for {mp} did not answer within" in r.stderr, (name, r.stderr)
+                    assert f"`wandbfs unmount --force {mp}`" in r.stderr, (name, r.stderr)
+    except BaseException:
+        _kill(real)
+        raise
+    finally:
+        runtime.write_text(saved)
+    _report("against a control socket that does not answer", times)
+    r = run_cli(["status", mp, "--json"], mount_env, timeout=30)
+    assert r.returncode == 0 and json.loads(r.stdout)["pid"] == real, r.stderr
+    r = run_cli(["info", "--json", f"{mp}/{CONFIG}"], mount_env, timeout=30)
+    assert r.returncode == 0 and json.loads(r.stdout)["path"] == "config.json", r.stderr
+
+
 # ---- a daemon that outlives its mount ------------------------------------------------------
 
 @pytest.mark.timeout(120)

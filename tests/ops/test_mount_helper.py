@@ -68,6 +68,9 @@ def test_translate_options():
     # SOURCE is an organization unless it is none/wandbfs; org= takes several with ':'.
     assert translate("acme", ["org=beta:gamma", "org=acme"], TABLE).mount_args == [
         "--org", "acme", "--org", "beta", "--org", "gamma"]
+    # extended attributes are off by default; fstab turns them on (or says no) by name
+    assert translate("none", ["xattrs"], TABLE).mount_args == ["--xattrs"]
+    assert translate("none", ["no_xattrs"], TABLE).mount_args == ["--no-xattrs"]
     assert translate("wandbfs", ["defaults"], TABLE).mount_args == []
     assert all(translate("none", [g], TABLE).mount_args == [] for g in GENERIC_FLAGS)
 

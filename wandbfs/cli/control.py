@@ -8,6 +8,8 @@ it block in the kernel: ``stat`` of the mount point itself, ``getxattr``, ``list
   learns what is mounted where from the mount table (:mod:`wandbfs.daemon.mounttab`);
 - looks at the daemon first, from its runtime file and ``/proc/<pid>/stat``: a stopped
   daemon is reported at once with the way out (:func:`~wandbfs.daemon.state.stopped_message`);
+- asks the daemon itself over its control socket (:func:`ask_daemon`: ``info``, ``status``),
+  which never touches the mount, with a deadline;
 - runs every syscall that does touch a mount in a child process with a deadline
   (:func:`~wandbfs.daemon.procutil.bounded`);
 - detaches a daemon that does not answer (:func:`force_unmount`): abort the FUSE
@@ -23,26 +25,37 @@ import os
 import signal
 from pathlib import Path
 
+from typing import Any
+
 from wandbfs.daemon.config import MountError
+from wandbfs.daemon.control_socket import NoSocket, ask
 from wandbfs.daemon.mounttab import MountEntry, fusermount_unmount, is_mounted, mount_entry
 from wandbfs.daemon.procutil import CALL_TIMEOUT, NoAnswer, Pending, bounded, wait_gone
-from wandbfs.daemon.state import (Daemon, all_daemons, clear_runtime, find_daemon, mount_path, no_answer_message,
-                                  stopped_message)
+from wandbfs.daemon.state import (Daemon, all_daemons, clear_runtime, control_socket, find_daemon, mount_path,
+                                  no_answer_message, state_dir, stopped_message)
 
 EXIT_TIMEOUT = 15.0      # seconds `wandbfs unmount` waits for the daemon to exit
 KILL_GRACE = 2.0         # seconds --force lets a running (not stopped) daemon exit by itself
 FUSECTL = Path("/sys/fs/fuse/connections")
 
 # The commands' way to the daemon's state and to bounded calls (they live in wandbfs.daemon).
-__all__ = ["CALL_TIMEOUT", "Daemon", "NoAnswer", "Pending", "abort_connection", "all_daemons", "bounded",
-           "daemon_problem", "find_daemon", "force_unmount", "mount_path", "no_answer_message", "stopped_message",
-           "unmount"]
+__all__ = ["CALL_TIMEOUT", "Daemon", "NoAnswer", "NoSocket", "Pending", "abort_connection", "all_daemons",
+           "ask_daemon", "bounded", "daemon_problem", "find_daemon", "force_unmount", "mount_path",
+           "no_answer_message", "state_dir", "stopped_message", "unmount"]
 
 
 def daemon_problem(mountpoint: str | os.PathLike[str]) -> str | None:
     """The reason not to touch the mount at all (its daemon is stopped), or None."""
     d = find_daemon(mountpoint)
     return stopped_message(d) if d is not None and d.stopped else None
+
+
+def ask_daemon(mountpoint: str | os.PathLike[str], request: dict[str, Any],
+               timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+    """``request`` answered by the mount's daemon over its control socket, without touching
+    the mount: ``NoSocket`` when there is none of ours (another user's mount, another state
+    directory), ``NoAnswer`` after ``timeout``, ``OSError`` for a refused request."""
+    return ask(control_socket(mountpoint), request, timeout)
 
 
 # ---- unmount -----------------------------------------------------------------------------

@@ -64,9 +64,10 @@ def mount_params() -> list[click.Parameter]:
                              "when a version is looked up, a version's small files when one of them is opened."),
         click.Option(["--read-ahead-kb"], default=1024, show_default=True,
                         help="Kernel read-ahead for the mount (root only; 0 leaves the kernel default)."),
-        click.Option(["--xattrs/--no-xattrs"], default=True, show_default=True,
-                        help="Serve user.wandb.* attributes (and `wandbfs info`/`status`). They cost `ls -l` two "
-                             "extra requests per file (~0.2 ms each here); --no-xattrs for listing-heavy use."),
+        click.Option(["--xattrs/--no-xattrs"], default=False, show_default=True,
+                        help="Also serve what `wandbfs info` shows as user.wandb.* extended attributes (getfattr), "
+                             "and the status as user.wandbfs.status on the root. Costs `ls -l` two extra requests "
+                             "per file; `wandbfs info`/`status` work either way (the daemon's control socket)."),
         click.Option(["--metrics-addr"], metavar="HOST:PORT",
                         help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9400). Off by default."),
         click.Option(["--log-format"], type=click.Choice(["text", "json"]), default="text", show_default=True,

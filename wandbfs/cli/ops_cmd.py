@@ -1,7 +1,10 @@
 """``wandbfs info|status|refresh|lock``: asking a running mount what it knows and does.
 
-No control socket: ``info`` and ``status`` read extended attributes the mount serves
-(``user.wandb.*`` on every entry under a version, ``user.wandbfs.status`` on its root);
+``info`` and ``status`` ask the daemon over its control socket (daemon/control_socket.py;
+``info`` sends the path below the mount root, and the daemon walks its own tree). A mount
+whose socket is not ours to reach (another user's, another state directory, an older
+daemon) is read through its extended attributes instead, when it serves them (``--xattrs``:
+``user.wandb.*`` on every entry under a version, ``user.wandbfs.status`` on its root).
 ``refresh`` leaves the paths in the state directory and sends the daemon SIGHUP; ``lock``
 reads alias symlinks (or asks W&B for names).
 
@@ -12,6 +15,7 @@ None of them waits on a daemon that does not answer: a stopped daemon is named a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -22,16 +26,16 @@ from typing import Any
 
 import click
 
-from wandbfs.cli.control import CALL_TIMEOUT, NoAnswer, Pending, bounded, daemon_problem, find_daemon, mount_path, \
-    no_answer_message, stopped_message
+from wandbfs.cli.control import (CALL_TIMEOUT, NoAnswer, NoSocket, ask_daemon, bounded, daemon_problem, find_daemon,
+                                 mount_path, no_answer_message, state_dir, stopped_message)
 from wandbfs.cache.eviction import format_size
+from wandbfs.model.entry_info import INFO_FIELDS, STATUS_XATTR, XATTR_PREFIX
 from wandbfs.model.lockfile import LockEntry, render_lock
 from wandbfs.cli.resolve_cmd import ResolveError, path_resolution, read_mounts, resolve_name
 from wandbfs.cli.targets import (find_in_mounts, is_collection_path, locate, looks_like_path, on_mount,
                                  resolve_target)
 
-XATTR = "user.wandb."
-STATUS_XATTR = "user.wandbfs.status"
+MIN_ANSWER_TIME = 1.0    # seconds each later mount gets once an earlier one used up the deadline
 
 
 class UnstatedPath(click.ParamType):
@@ -52,16 +56,56 @@ def _fail(msg: str) -> None:
     sys.exit(1)
 
 
-def read_info(path: str | Path) -> dict[str, str]:
-    """The ``user.wandb.*`` attributes of a path in a mount (after following alias symlinks)."""
-    names = [n for n in os.listxattr(path) if n.startswith(XATTR)]
-    return {n[len(XATTR):]: os.getxattr(path, n).decode() for n in names}
+class NotReachable(Exception):
+    """Neither way to ask works: no control socket of ours, and the mount serves no xattrs."""
 
 
-def _mount_of(path: str | Path) -> str | None:
-    """The wandbfs mount that lexically holds ``path`` (no syscall on it)."""
-    hit = locate(os.path.abspath(path), read_mounts())
-    return hit[0] if hit else None
+def _not_reachable(mountpoint: str, e: OSError) -> NotReachable:
+    return NotReachable(f"{mountpoint}: its daemon has no control socket in {state_dir()} (another user's "
+                        f"mount, or another WANDBFS_STATE_DIR) and the mount serves no extended attributes "
+                        f"({e.strerror}; its owner can mount it with --xattrs)")
+
+
+def locate_in_mount(path: str | Path) -> tuple[str, tuple[str, ...]]:
+    """The wandbfs mount holding ``path`` and the names below its root. Lexically when it can
+    (no syscall on the mount); through symlinks only when it must, bounded."""
+    abs_path = os.path.abspath(path)
+    mounts = list(dict.fromkeys(read_mounts()))
+    hit = find_in_mounts(abs_path, mounts)   # also a mount point reached through a symlink
+    if hit is None and mounts:
+        try:   # a symlink elsewhere that points into a mount
+            hit = locate(bounded(os.path.realpath, abs_path), mounts)
+        except NoAnswer as e:
+            raise ResolveError(f"{path}: a mount on the way did not answer within {e.timeout:.0f}s") from None
+    if hit is None:
+        raise ResolveError(f"{path} is not inside a wandbfs mount")
+    return hit
+
+
+def read_info(mountpoint: str, parts: tuple[str, ...], path: str | Path) -> dict[str, str]:
+    """The info fields of the entry ``parts`` names below ``mountpoint`` (alias links followed):
+    from the daemon's control socket, else from the mount's ``user.wandb.*`` attributes."""
+    problem = daemon_problem(mountpoint)
+    if problem:
+        raise ResolveError(problem)
+    try:
+        info: dict[str, str] = ask_daemon(mountpoint, {"op": "info", "path": list(parts)})["info"]
+        return info
+    except NoAnswer as e:
+        raise ResolveError(no_answer_message(mountpoint, e.timeout)) from None
+    except NoSocket:
+        pass
+    try:
+        return on_mount(mountpoint, _info_from_xattrs, path)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.ENODATA):
+            raise _not_reachable(mountpoint, e) from None
+        raise
+
+
+def _info_from_xattrs(path: str | Path) -> dict[str, str]:
+    names = [n for n in os.listxattr(path) if n.startswith(XATTR_PREFIX)]
+    return {n[len(XATTR_PREFIX):]: os.getxattr(path, n).decode() for n in names}
 
 
 @click.command("info")
@@ -71,19 +115,20 @@ def info_command(path: Path, as_json: bool) -> None:
     """What the Registry knows about a file or folder in a mount.
 
     Its exact version, the aliases on it now, digest, md5, size, creation time and the
-    version's metadata; the same values are extended attributes (getfattr -d -m user.wandb PATH).
+    version's metadata, asked from the mount's daemon (on a mount made with --xattrs, the
+    same values are extended attributes: getfattr -d -m user.wandb PATH).
     """
-    mp = _mount_of(path)
     try:
-        info = on_mount(mp, read_info, path) if mp else bounded(read_info, path)
-    except ResolveError as e:
+        mp, parts = locate_in_mount(path)
+        info = read_info(mp, parts, path)
+    except (ResolveError, NotReachable) as e:
         _fail(str(e))
     except NoAnswer as e:
         _fail(f"{path} did not answer within {e.timeout:.0f}s")
     except FileNotFoundError:
         _fail(f"{path}: no such file or directory")
     except OSError as e:
-        _fail(f"{path}: cannot read its attributes ({e.strerror}); is it inside a wandbfs mount?")
+        _fail(f"{path}: no info ({e.strerror})")
     if not info:
         _fail(f"{path} is not a file or folder inside a version of a wandbfs mount")
     if as_json:
@@ -93,8 +138,7 @@ def info_command(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=1, ensure_ascii=False))
         return
     width = max(len(k) for k in info)
-    for k in ["name", "version", "aliases", "path", "size", "digest", "md5", "ref", "created_at",
-              "artifact_id", "metadata"]:
+    for k in INFO_FIELDS:
         if info.get(k):
             click.echo(f"{k:<{width}}  {info[k]}")
 
@@ -105,8 +149,20 @@ def _mounts(mountpoint: Path | None) -> list[str]:
     return list(dict.fromkeys(read_mounts()))
 
 
-def read_status(mountpoint: str) -> dict[str, Any]:
-    return json.loads(os.getxattr(mountpoint, STATUS_XATTR))
+def read_status(mountpoint: str, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+    """The mount's status: from its daemon's control socket, else from the root's
+    ``user.wandbfs.status`` (bounded); ``NoAnswer`` after ``timeout``."""
+    try:
+        status: dict[str, Any] = ask_daemon(mountpoint, {"op": "status"}, timeout)["status"]
+        return status
+    except NoSocket:
+        pass
+    try:
+        return json.loads(bounded(os.getxattr, mountpoint, STATUS_XATTR, timeout=timeout))  # type: ignore[no-any-return]
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.ENODATA):
+            raise _not_reachable(mountpoint, e) from None
+        raise
 
 
 @click.command("status")
@@ -114,25 +170,29 @@ def read_status(mountpoint: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per mount.")
 def status_command(mountpoint: Path | None, as_json: bool) -> None:
     """Per mount: cache hit ratio, bytes from the cache and from W&B, downloads in flight,
-    lineage pending, errors, uptime. Without MOUNTPOINT, every wandbfs mount."""
+    lineage pending, errors, uptime. Without MOUNTPOINT, every wandbfs mount (one that is not
+    yours to ask is named on stderr)."""
     mounts = _mounts(mountpoint)
     if not mounts:
         _fail("no wandbfs mounts")
     failed = False
-    # Every mount is asked at once, each in a child process, under one deadline.
     problems = {mp: daemon_problem(mp) for mp in mounts}
-    asked = {mp: Pending(read_status, mp) for mp in mounts if not problems[mp]}
+    # One deadline for all: a daemon that does not answer leaves the others a second each.
     deadline = time.monotonic() + CALL_TIMEOUT
     for mp in mounts:
-        if mp not in asked:
+        if problems[mp]:
             click.echo(f"wandbfs: {problems[mp]}", err=True)
             failed = True
             continue
         try:
-            s = asked[mp].result(deadline)
-        except NoAnswer:
-            click.echo(f"wandbfs: {no_answer_message(mp, CALL_TIMEOUT)}", err=True)
+            s = read_status(mp, max(deadline - time.monotonic(), MIN_ANSWER_TIME))
+        except NoAnswer as e:
+            click.echo(f"wandbfs: {no_answer_message(mp, e.timeout)}", err=True)
             failed = True
+            continue
+        except NotReachable as e:   # another user's mount: only a failure when asked for by name
+            click.echo(f"wandbfs: {e}", err=True)
+            failed = failed or mountpoint is not None
             continue
         except OSError as e:
             click.echo(f"wandbfs: {mp}: no status ({e.strerror}); is it a wandbfs mount?", err=True)

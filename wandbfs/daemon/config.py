@@ -41,7 +41,7 @@ class MountConfig:
     missing_run_grace: float = 300.0
     lock_file: Path | None = None
     metrics_addr: str | None = None
-    xattrs: bool = True
+    xattrs: bool = False             # user.wandb.* as extended attributes (info/status use the control socket)
     log_format: str = "text"
     access_log: Path | None = None
     log_file: Path | None = None

@@ -4,7 +4,8 @@
 :mod:`wandbfs.daemon.process`). It signs in with the SDK (bounded: a hanging W&B mounts on
 what is cached), starts the lineage run, builds the parts (gate, catalog, fetcher, lineage,
 the FUSE handlers) each from its constructor, the ones that start background work inside
-the trio nursery they run in, mounts with pyfuse3 and serves until it is unmounted or gets
+the trio nursery they run in, mounts with pyfuse3, opens its control socket (``wandbfs
+info``/``status``, :mod:`wandbfs.daemon.control_socket`) and serves until it is unmounted or gets
 SIGTERM/SIGINT; then it unmounts, stops downloads, journals and sends pending lineage
 (bounded) and finishes the run. SIGHUP drops listing and alias caches (``wandbfs refresh``
 names the subtrees in a state file first).
@@ -22,7 +23,7 @@ from typing import Any, Callable
 
 from wandbfs.daemon.config import MountConfig, MountError, load_lock
 from wandbfs.daemon.procutil import kill_children
-from wandbfs.daemon.state import journal_file, refresh_file, state_dir, taking_file
+from wandbfs.daemon.state import control_socket, journal_file, refresh_file, state_dir, taking_file
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,11 @@ async def _mount_and_serve(config: MountConfig, fs: Any, fetcher: Any, lineage: 
         return 1
     session = _Session()
     closing.callback(session.close)
+    from wandbfs.daemon.control_socket import ControlServer
+
+    control = ControlServer(paths.control, fs.xattrs, shared=config.allow_other)   # info/status, before ready
+    closing.callback(control.close)
+    await nursery.start(control.serve)
     nursery.start_soon(gate.run)
     if lineage:
         nursery.start_soon(lineage.run)
@@ -361,10 +367,11 @@ class _DaemonPaths:
 
     refresh: Path
     taking: Path
+    control: Path
 
     @classmethod
     def of(cls, mountpoint: Path) -> "_DaemonPaths":
-        return cls(refresh_file(mountpoint), taking_file(mountpoint))
+        return cls(refresh_file(mountpoint), taking_file(mountpoint), control_socket(mountpoint))
 
 
 def _take_refresh(paths: _DaemonPaths) -> list[tuple[str, ...]]:

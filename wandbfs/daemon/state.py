@@ -6,7 +6,8 @@ only the parent): a mount whose daemon is stopped blocks any syscall on the moun
 - ``mount-<id>.json``: the runtime file, written once the mount answers (pid, log file);
 - ``mount-<id>.log``: the daemon's log, unless ``--log-file`` names another;
 - ``lineage-<id>.jsonl``: the lineage journal (a daemon restarted there replays it);
-- ``refresh-<id>.txt`` / ``.taking``: a ``wandbfs refresh`` request and its progress.
+- ``refresh-<id>.txt`` / ``.taking``: a ``wandbfs refresh`` request and its progress;
+- ``control-<id>.sock``: the daemon's control socket (``wandbfs info``/``status``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def refresh_file(mountpoint: str | os.PathLike[str]) -> Path:
 def taking_file(mountpoint: str | os.PathLike[str]) -> Path:
     """A refresh request being carried out; ``wandbfs refresh`` waits until it is gone."""
     return refresh_file(mountpoint).with_suffix(".taking")
+
+
+def control_socket(mountpoint: str | os.PathLike[str]) -> Path:
+    """The daemon's control socket (daemon/control_socket.py): found from the mount point alone."""
+    return state_dir() / f"control-{mount_id(mountpoint)}.sock"
 
 
 # ---- the runtime file and the daemon it names --------------------------------------------

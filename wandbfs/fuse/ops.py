@@ -82,7 +82,7 @@ class FsOptions:
     verify: str = "stream"   # "stream": serve ranges as they arrive; "strict": only verified objects
     warm: bool = True        # fetch likely-next manifests, URLs and small files in the background
     reader_runs: bool = True  # record a use on the reading process's run (WANDB_RUN_ID) when it has one
-    xattrs: bool = True      # serve user.wandb.* (costs `ls -l` two FUSE requests per file)
+    xattrs: bool = False     # serve user.wandb.* (costs `ls -l` two FUSE requests per file; info/status use the socket)
 
 
 class WandbFS(pyfuse3.Operations):

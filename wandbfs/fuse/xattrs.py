@@ -1,34 +1,37 @@
-"""Extended attributes: what the Registry knows about an entry, and the mount's status.
+"""What the Registry knows about an entry, and the mount's status: the one place they are computed.
 
-Everything inside a version answers ``user.wandb.*`` (name, version, aliases, artifact id,
+Everything inside a version has info fields (name, version, aliases, artifact id,
 created_at, metadata; a file's path, digest, size, md5 and reference; a folder's path and
-total size), so ``getfattr`` and ``wandbfs info`` need no W&B login of their own. The root
-answers ``user.wandbfs.status``, the JSON behind ``wandbfs status``. Other entries have none.
+total size), so ``wandbfs info`` needs no W&B login of its own; the root has the status
+behind ``wandbfs status``. Two ways serve them, both from here: the daemon's control socket
+(``daemon/control_socket.py``, always on; it names an entry by its path, :meth:`Xattrs.find`)
+and, with ``--xattrs``, extended attributes (``user.wandb.<field>``, ``user.wandbfs.status``;
+the names are ``model/entry_info.py``'s). Other entries have none.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from wandbfs.catalog.catalog import Catalog
-from wandbfs.fuse.inodes import Node
-from wandbfs.fuse.nodes import File, InVersion, Root
+from wandbfs.fuse.inodes import ROOT_INODE, Node
+from wandbfs.fuse.nodes import AliasLink, File, InVersion, Root
 from wandbfs.fuse.tree import Tree
+from wandbfs.model.entry_info import STATUS_XATTR, XATTR_PREFIX, XATTR_PREFIXES as PREFIXES
 from wandbfs.sdk.client import BackendError, NotFound, VersionDetail
 
-__all__ = ["PREFIXES", "STATUS_XATTR", "XATTR", "Xattrs"]
+__all__ = ["PREFIXES", "Xattrs"]
 
-XATTR = "user.wandb."
-STATUS_XATTR = "user.wandbfs.status"
-PREFIXES = ("user.wandb.", "user.wandbfs.")
-"""Names this mount can have; anything else is refused before any work (``ls -l`` asks for
-security and ACL names on every file)."""
+MAX_LINKS = 8
+"""Symlinks followed in one path (the tree's links point at directories, never at links)."""
 
 
 class Xattrs:
-    """The attributes of a node, computed when asked (versions are cached, so this is cheap)."""
+    """The info of a node and the mount's status, computed when asked (versions are cached,
+    so this is cheap)."""
 
     def __init__(self, catalog: Catalog, tree: Tree, status: Callable[[], dict[str, Any]]) -> None:
         self.catalog = catalog
@@ -36,15 +39,49 @@ class Xattrs:
         self.status = status
 
     async def of(self, node: Node) -> dict[str, bytes]:
-        """Every attribute ``node`` has, name -> value."""
-        p = node.place
-        if isinstance(p, Root):
+        """Every extended attribute ``node`` has, name -> value."""
+        if isinstance(node.place, Root):
             return {STATUS_XATTR: json.dumps(self.status()).encode()}
+        return {XATTR_PREFIX + k: v.encode() for k, v in (await self.info(node)).items()}
+
+    async def info(self, node: Node) -> dict[str, str]:
+        """The info fields of an entry inside a version ({} for anything else)."""
+        p = node.place
         if not isinstance(p, InVersion):
             return {}
         detail = await self.tree.detail(node)
-        out = {**await self._version(p, detail), **self._entry(p, detail)}
-        return {k: v.encode() for k, v in out.items()}
+        return {**await self._version(p, detail), **self._entry(p, detail)}
+
+    async def find(self, parts: Sequence[str]) -> Node | None:
+        """The node a path relative to the mount root names, or None if there is none.
+
+        Walked from the root as the kernel would for ``getxattr(2)``: each name looked up
+        in its directory, ``.`` and ``..`` as usual, every symlink followed (the last one
+        too), an alias re-resolved first as ``readlink`` does."""
+        root = self.tree.table.get(ROOT_INODE)
+        assert root is not None
+        dirs, todo, links = [root], list(parts), 0
+        while todo:
+            name = todo.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if len(dirs) > 1:
+                    dirs.pop()
+                continue
+            node = await self.tree.child(dirs[-1], name)
+            if node is None:
+                return None
+            if node.kind == "symlink":
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many symbolic links")
+                if isinstance(node.place, AliasLink):
+                    await self.tree.refresh_alias(node)
+                todo[:0] = node.target.split("/")   # relative to the link's own directory
+                continue
+            dirs.append(node)
+        return dirs[-1]
 
     async def _version(self, p: InVersion, detail: VersionDetail) -> dict[str, str]:
         try:
@@ -52,24 +89,22 @@ class Xattrs:
             aliases = sorted(a for a, i in vers.aliases.items() if i == detail.index)
         except (NotFound, BackendError):
             aliases = sorted(detail.aliases)
-        x = XATTR
-        return {x + "name": detail.name, x + "version": f"v{detail.index}", x + "aliases": ",".join(aliases),
-                x + "artifact_id": detail.artifact_id,
-                x + "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(detail.created_at)),
-                x + "metadata": json.dumps(detail.metadata, sort_keys=True)}
+        return {"name": detail.name, "version": f"v{detail.index}", "aliases": ",".join(aliases),
+                "artifact_id": detail.artifact_id,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(detail.created_at)),
+                "metadata": json.dumps(detail.metadata, sort_keys=True)}
 
     @staticmethod
     def _entry(p: InVersion, detail: VersionDetail) -> dict[str, str]:
-        x = XATTR
         if isinstance(p, File):
             e = p.entry
-            out = {x + "path": e.path, x + "digest": e.digest, x + "size": str(e.size)}
+            out = {"path": e.path, "digest": e.digest, "size": str(e.size)}
             if e.md5_hex:
-                out[x + "md5"] = e.md5_hex
+                out["md5"] = e.md5_hex
             if e.ref:
-                out[x + "ref"] = e.ref
+                out["ref"] = e.ref
             return out
         prefix = "/".join(p.parts)
-        return {x + "path": prefix, x + "digest": detail.manifest.digest(),
-                x + "size": str(sum(e.size for path, e in detail.manifest.entries.items()
-                                    if not prefix or path.startswith(prefix + "/")))}
+        return {"path": prefix, "digest": detail.manifest.digest(),
+                "size": str(sum(e.size for path, e in detail.manifest.entries.items()
+                                if not prefix or path.startswith(prefix + "/")))}
