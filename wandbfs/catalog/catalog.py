@@ -3,6 +3,14 @@
 Listings (orgs, registries, collections) live ``list_ttl`` seconds, alias maps
 ``alias_ttl`` seconds, and a version's manifest forever, since a version never changes.
 
+A lookup asks for one name, so it is answered by name, not by listing every level first:
+a collection by the first page of its versions (one request, which for most collections
+is the whole listing, aliases included), an alias or ``vN`` the page does not show by
+W&B's own resolution of the name (one request); the org's registries are loaded when the
+mount starts. What is known needs no request at all: a ``vN`` whose manifest is on disk
+(the metastore) is found, with its collection, without asking W&B, and the last known
+listings on disk answer lookups of the names they hold.
+
 W&B can hang, so nothing that has been seen once waits for it again: an expired listing is
 served at once and refreshed in the background (stale-while-revalidate, one refresh per key
 at a time). Only a name never seen waits, and only ``lookup_timeout`` seconds, then EIO
@@ -14,85 +22,41 @@ under the gate's own deadline, so a retry finds it. Every SDK call passes the ``
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 import trio
 
-from wandbfs.sdk.gate import Gate
-from wandbfs.catalog.metastore import MetaStore
+from wandbfs.catalog.flight import SingleFlight
+from wandbfs.catalog.metastore import SAVED_KINDS, MetaStore
 from wandbfs.model.names import version_index
 from wandbfs.model.ttl import TtlMap
 from wandbfs.sdk.client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
-                           Unreachable, VersionDetail, WandbClient)
+                                VersionDetail, VersionSummary, VersionsPage, WandbClient)
+from wandbfs.sdk.gate import Gate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+__all__ = ["Catalog", "SingleFlight"]
 
-@dataclass
-class _Flight:
-    """One load in progress; every caller for the same key waits on it (single flight)."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    value: Any = None
-    error: BaseException | None = None
-    inline: Callable[[], Awaitable[Any]] | None = None   # no nursery: the first waiter runs it
+Key = tuple[Any, ...]
+"""A cached answer: ("orgs",), ("regs", org), ("colls", org, reg), ("vers", org, reg, coll)
+(every version), ("head", org, reg, coll) (the first page, when there are more),
+("name", org, reg, coll, token) (one alias or vN as W&B resolved it)."""
 
 
-class SingleFlight:
-    """At most one load per key; callers wait for its result, each for as long as it may.
+def pick(vers: CollectionVersions, token: str) -> VersionSummary | None:
+    """The version ``token`` (alias or ``vN``) names in a listing, if it is there."""
+    idx = version_index(token)
+    if idx is None:
+        idx = vers.aliases.get(token)
+    return vers.versions.get(idx) if idx is not None else None
 
-    With a nursery the load runs there, so it outlives a caller that stopped waiting (the
-    next caller finds its result); without one it runs in the first waiting caller's task.
-    """
 
-    def __init__(self) -> None:
-        self._inflight: dict[Hashable, _Flight] = {}
-        self.nursery: trio.Nursery | None = None
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._inflight
-
-    def start(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> _Flight:
-        """The load of ``key``, started now unless one is already running."""
-        flight = self._inflight.get(key)
-        if flight is None:
-            flight = self._inflight[key] = _Flight()
-            if self.nursery is not None:
-                self.nursery.start_soon(self._run, key, flight, fn)
-            else:
-                flight.inline = fn
-        return flight
-
-    async def _run(self, key: Hashable, flight: _Flight, fn: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            flight.value = await fn()
-        except Exception as e:  # noqa: BLE001 - handed to every waiter
-            flight.error = e
-        except BaseException:
-            flight.error = Unreachable("the lookup was abandoned (no answer in time)")
-            raise
-        finally:
-            if self._inflight.get(key) is flight:
-                del self._inflight[key]
-            flight.done.set()
-
-    async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]], timeout: float = float("inf"),
-                  what: str = "") -> T:
-        """The result of the (shared) load, waiting at most ``timeout`` seconds for it."""
-        flight = self.start(key, fn)
-        with trio.move_on_after(timeout):
-            if flight.inline is not None:
-                inline, flight.inline = flight.inline, None
-                await self._run(key, flight, inline)
-            else:
-                await flight.done.wait()
-        if not flight.done.is_set():
-            raise Unreachable(f"W&B did not answer {what or 'a lookup'} within {timeout:g}s (--lookup-timeout)")
-        if flight.error is not None:
-            raise flight.error
-        return flight.value  # type: ignore[no-any-return]
+def collection_of(name: str, vers: CollectionVersions, type_name: str | None = None) -> CollectionInfo:
+    """A collection known from its versions (no registry listing): created with its first."""
+    created = min((v.created_at for v in vers.versions.values()), default=0.0)
+    return CollectionInfo(name, type_name or "", created)
 
 
 class Catalog:
@@ -101,7 +65,9 @@ class Catalog:
                  lookup_timeout: float = float("inf"), locks: dict[tuple[str, str, str], dict[str, int]] | None = None,
                  nursery: trio.Nursery | None = None) -> None:
         """``locks``: the aliases ``--lock`` keeps on their versions; ``nursery``: the mount's,
-        where loads and background refreshes run (without one, callers wait)."""
+        where loads and background refreshes run, starting at once with what every path
+        needs first (the orgs and their registries, see ``_prime``); without one, callers
+        wait and nothing is loaded ahead."""
         self.client = client
         self.fixed_orgs = orgs
         self.alias_ttl = alias_ttl
@@ -113,10 +79,12 @@ class Catalog:
         self._urls: dict[tuple[str, int], dict[str, str]] = {}
         self._flight = SingleFlight()
         self._flight.nursery = nursery
-        self._loaders: dict[tuple[Any, ...], tuple[float, Callable[..., Any], tuple[Any, ...]]] = {}
+        self._disk_read: set[Key] = set()    # listing keys whose copy on disk was read already
         self.meta = meta
         # --lock: (org, registry, collection) -> {alias: index}, in force for the mount's life
         self.locks: dict[tuple[str, str, str], dict[str, int]] = locks or {}
+        if nursery is not None:
+            nursery.start_soon(self._prime)
 
     @property
     def nursery(self) -> trio.Nursery | None:
@@ -139,43 +107,93 @@ class Catalog:
     async def _sdk(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.gate.call(fn, *args)
 
-    async def _listing(self, key: tuple[Any, ...], ttl: float, fn: Callable[..., T], *args: Any,
-                       has: Callable[[T], bool] = lambda v: True) -> T:
+    async def _prime(self) -> None:
+        """At mount start, in the background: the orgs, then per org what the SDK asks once
+        (``client.prepare``) and the registries, so that a path's first lookups find them and
+        its own requests are only the collection's and the manifest's. Best effort."""
+        try:
+            orgs = await self.orgs()
+        except Exception as e:  # noqa: BLE001 - the lookups will ask again, bounded
+            log.debug("loading the organizations at start: %s", e)
+            return
+
+        async def quietly(what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+            try:
+                await fn(*args)
+            except Exception as e:  # noqa: BLE001
+                log.debug("loading %s at start: %s", what, e)
+        async with trio.open_nursery() as n:
+            for org in orgs:
+                n.start_soon(quietly, f"{org}'s search features", self._sdk, self.client.prepare, org)
+                n.start_soon(quietly, f"{org}'s registries", self.registries, org)
+
+    # ---- cached answers ------------------------------------------------------------------
+    def _load(self, key: Key) -> Awaitable[Any]:
+        """The W&B load behind a key (its kind says which), stored with its TTL when it lands."""
+        kind, args = key[0], key[1:]
+        if kind == "head":
+            return self._load_head(*args)
+        ttl, fn = {"orgs": (self.list_ttl, self.client.viewer_orgs), "regs": (self.list_ttl, self.client.registries),
+                   "colls": (self.list_ttl, self.client.collections), "vers": (self.alias_ttl, self.client.versions),
+                   "name": (self.alias_ttl, self.client.find_version)}[kind]
+        return self._load_listing(key, ttl, fn, args)
+
+    async def _load_listing(self, key: Key, ttl: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        value = await self._sdk(fn, *args)
+        if self.meta is not None and key[0] in SAVED_KINDS:
+            self.meta.save_listing(key, value)
+        return self._lists.put(key, value, ttl)
+
+    def _what(self, key: Key) -> str:
+        return "/".join(map(str, key[1:])) or "the organizations"
+
+    def _revalidate(self, key: Key) -> None:
+        """Reload ``key`` in the background (once at a time), if there is a background."""
+        if self.nursery is not None:
+            self._flight.start(key, lambda: self._load(key))
+
+    async def _wait(self, key: Key) -> Any:
+        """Load ``key`` now (or join its load), waiting at most ``lookup_timeout``."""
+        return await self._flight.run(key, lambda: self._load(key), self.lookup_timeout, self._what(key))
+
+    async def _stale(self, key: Key) -> Any:
+        """The last known value of ``key``: in memory, else the copy on disk (read once,
+        then kept in memory as expired)."""
+        value = self._lists.stale(key)
+        if value is None and self.meta is not None and key[0] in SAVED_KINDS and key not in self._disk_read:
+            self._disk_read.add(key)
+            value = await trio.to_thread.run_sync(self.meta.load_listing, key)
+            if value is not None and self._lists.stale(key) is None:
+                self._lists.put(key, value, 0.0)   # expired: served while a reload is asked for
+            value = self._lists.stale(key)
+        return value
+
+    async def _listing(self, key: Key, has: Callable[[Any], bool] | None = None) -> Any:
         """A listing: fresh from memory, else the stale copy at once (refreshed in the
         background), else W&B within ``lookup_timeout``, else the copy on disk.
 
-        ``has`` says whether a listing answers the question at hand: a name missing from a
-        stale listing may be new, so that caller waits for the refresh (bounded), and gets
-        EIO rather than ENOENT when W&B does not answer."""
-        self._loaders[key] = (ttl, fn, args)
+        ``has`` (a lookup) says whether a listing answers the question at hand: a name
+        missing from a stale listing may be new, so that caller waits for the refresh
+        (bounded), and gets EIO rather than ENOENT when W&B does not answer. A lookup is
+        answered from the last known listing on disk too; a whole listing (``ls``, no
+        ``has``) asks W&B first on a new mount, and falls back to the disk copy."""
         fresh = self._lists.get(key)
         if fresh is not None:
-            return fresh  # type: ignore[no-any-return]
-        stale = self._lists.stale(key)
-        what = "/".join(map(str, key[1:])) or "the organizations"
+            return fresh
+        stale = self._lists.stale(key) if has is None else await self._stale(key)
         if stale is not None and self.nursery is not None:
-            self._flight.start(key, lambda: self._load_listing(key, ttl, fn, args))  # revalidate
-            if has(stale):
-                return stale  # type: ignore[no-any-return]
-            return await self._flight.run(key, lambda: self._load_listing(key, ttl, fn, args),
-                                          self.lookup_timeout, what)
+            self._revalidate(key)
+            if has is None or has(stale):
+                return stale
+            return await self._wait(key)
         try:
-            return await self._flight.run(key, lambda: self._load_listing(key, ttl, fn, args),
-                                          self.lookup_timeout, what)
+            return await self._wait(key)
         except BackendError:
-            fallback = stale
-            if fallback is None and self.meta is not None:
-                fallback = self.meta.load_listing(key)
-            if fallback is None or not has(fallback):
+            fallback = await self._stale(key)
+            if fallback is None or (has is not None and not has(fallback)):
                 raise
             self._lists.put(key, fallback, 0.0)  # stale at once: served, and refreshed when asked again
-            return fallback  # type: ignore[no-any-return]
-
-    async def _load_listing(self, key: tuple[Any, ...], ttl: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        value = await self._sdk(fn, *args)
-        if self.meta is not None:
-            self.meta.save_listing(key, value)
-        return self._lists.put(key, value, ttl)
+            return fallback
 
     def _under(self, prefix: tuple[str, ...]) -> Callable[[Hashable], bool]:
         """Listing keys in the subtree ``prefix`` = (org[, registry[, collection]]), and the
@@ -185,7 +203,7 @@ class Catalog:
                 return True
             if not isinstance(key, tuple) or len(key) < 2:
                 return False
-            scope = key[1:]   # ("regs", org) / ("colls", org, reg) / ("vers", org, reg, coll)
+            scope = key[1:]   # ("regs", org) / ("colls", org, reg) / ("vers", org, reg, coll) / ...
             return scope[:len(prefix)] == prefix or (len(scope) < len(prefix) and prefix[:len(scope)] == scope)
         return hit
 
@@ -201,72 +219,166 @@ class Catalog:
         ``lookup_timeout`` (W&B hanging keeps the stale copies). Returns how many expired."""
         keys = self._lists.expire_where(self._under(prefix))
 
-        async def reload(key: tuple[Any, ...]) -> None:
-            ttl, fn, args = self._loaders[key]
+        async def reload(key: Key) -> None:
             try:
-                await self._flight.run(key, lambda: self._load_listing(key, ttl, fn, args), self.lookup_timeout)
+                await self._wait(key)
             except Exception as e:  # noqa: BLE001 - a refused key or odd answer must not end the refresh
                 log.info("refresh of %s: %s (the last known listing stays)", "/".join(map(str, key)), e)
         async with trio.open_nursery() as n:
             for key in keys:
-                if key in self._loaders:
-                    n.start_soon(reload, key)
+                n.start_soon(reload, key)
         return len(keys)
 
     # ---- listings ----------------------------------------------------------------------
     async def orgs(self, want: str | None = None) -> list[str]:
         if self.fixed_orgs is not None:
             return list(self.fixed_orgs)
-        return await self._listing(("orgs",), self.list_ttl, self.client.viewer_orgs,
-                                   has=lambda v: want is None or want in v)
+        return await self._listing(("orgs",), None if want is None else (lambda v: want in v))  # type: ignore[no-any-return]
 
     async def registries(self, org: str, want: str | None = None) -> dict[str, RegistryInfo]:
         """``want``: the registry the caller looks for (a stale listing without it is refreshed first)."""
         if org not in await self.orgs(want=org):
             raise NotFound(f"organization {org!r} is not mounted")
-        regs = await self._listing(("regs", org), self.list_ttl, self.client.registries, org,
-                                   has=lambda v: want is None or any(r.name == want for r in v))
+        regs = await self._listing(("regs", org), None if want is None else
+                                   (lambda v: any(r.name == want for r in v)))
         return {r.name: r for r in regs}
 
     async def collections(self, org: str, registry: str, want: str | None = None) -> dict[str, CollectionInfo]:
         if registry not in await self.registries(org, want=registry):
             raise NotFound(f"registry {registry!r} not found in {org!r}")
-        colls = await self._listing(("colls", org, registry), self.list_ttl, self.client.collections,
-                                    org, registry, has=lambda v: want is None or any(c.name == want for c in v))
+        colls = await self._listing(("colls", org, registry), None if want is None else
+                                    (lambda v: any(c.name == want for c in v)))
         return {c.name: c for c in colls}
 
-    async def versions(self, org: str, registry: str, collection: str, want: str | None = None) -> CollectionVersions:
-        """``want``: an alias or ``vN`` the caller resolves (refreshes a stale listing lacking it)."""
-        colls = await self.collections(org, registry, want=collection)
-        if collection not in colls:
-            raise NotFound(f"collection {collection!r} not found in {org}/{registry}")
-
-        def has(v: CollectionVersions) -> bool:
-            if want is None or want in v.aliases:
-                return True
-            return version_index(want) in v.versions
-        vers = await self._listing(("vers", org, registry, collection), self.alias_ttl,
-                                   self.client.versions, org, registry, collection, colls[collection].type,
-                                   has=has)
+    async def versions(self, org: str, registry: str, collection: str) -> CollectionVersions:
+        """Every version of a collection and where its aliases point (``ls``); a lookup of one
+        name uses ``find_version``, which does not need all of them."""
+        vers: CollectionVersions = await self._listing(("vers", org, registry, collection))
         locked = self.locks.get((org, registry, collection))
         if locked:  # a lock file pins these aliases, wherever W&B has moved them since
             vers = CollectionVersions(vers.versions, {**vers.aliases, **{a: i for a, i in locked.items()
                                                                            if i in vers.versions}})
         return vers
 
-    async def resolve(self, org: str, registry: str, collection: str, token: str) -> int:
-        """An alias or ``vN`` to a version index, from the (alias-TTL) listing."""
-        vers = await self.versions(org, registry, collection, want=token)
+    # ---- lookups by name -----------------------------------------------------------------
+    async def _head(self, org: str, registry: str, collection: str) -> VersionsPage:
+        """The first page of the collection's versions from W&B (bounded, shared)."""
+        return await self._wait(("head", org, registry, collection))  # type: ignore[no-any-return]
+
+    async def _load_head(self, org: str, registry: str, collection: str) -> VersionsPage:
+        """One request; a complete page is the collection's listing, else the rest is loaded
+        in the background (for ``ls``) while the page answers what it holds."""
+        page = await self._sdk(self.client.versions_head, org, registry, collection)
+        vers_key = ("vers", org, registry, collection)
+        if page.complete:
+            if self.meta is not None:
+                self.meta.save_listing(vers_key, page.versions)
+            self._lists.put(vers_key, page.versions, self.alias_ttl)
+        else:
+            self._lists.put(("head", org, registry, collection), page, self.alias_ttl)
+            self._revalidate(vers_key)
+        return page
+
+    def _seen(self, org: str, registry: str, collection: str) -> CollectionVersions | None:
+        """Fresh versions of the collection in memory: its listing, else its first page."""
+        vers = self._lists.get(("vers", org, registry, collection))
+        if vers is None and (head := self._lists.get(("head", org, registry, collection))) is not None:
+            vers = head.versions
+        return vers  # type: ignore[no-any-return]
+
+    async def collection(self, org: str, registry: str, collection: str) -> CollectionInfo:
+        """A collection looked up by name, without listing the registry when it can be helped:
+        the registry's fresh listing says yes or no; fresh versions of it say yes; so does a
+        version of it on disk (it existed, like its versions, with no request); a stale
+        listing naming it says yes (and is reloaded in the background); else the first page
+        of its versions from W&B (one request). A collection with no versions at all, or a
+        name W&B does not know, is left to the registry's listing."""
+        colls_key = ("colls", org, registry)
+        listed = self._lists.get(colls_key)
+        if listed is not None:
+            return self._named(listed, collection, registry)
+        if (vers := self._seen(org, registry, collection)) and vers.versions:
+            return collection_of(collection, vers)
+        if self.meta is not None and await trio.to_thread.run_sync(self.meta.has_versions, org, registry, collection):
+            return CollectionInfo(collection, "", 0.0)
+        if self.nursery is not None:
+            stale = await self._stale(colls_key)
+            if stale is not None and any(c.name == collection for c in stale):
+                self._revalidate(colls_key)
+                return self._named(stale, collection, registry)
+        page = await self._head(org, registry, collection)
+        if page.versions.versions:
+            return collection_of(collection, page.versions, page.type)
+        colls = await self.collections(org, registry, want=collection)
+        if collection not in colls:
+            raise NotFound(f"collection {collection!r} not found in {org}/{registry}")
+        return colls[collection]
+
+    @staticmethod
+    def _named(colls: list[CollectionInfo], collection: str, registry: str) -> CollectionInfo:
+        for c in colls:
+            if c.name == collection:
+                return c
+        raise NotFound(f"collection {collection!r} not found in {registry}")
+
+    async def find_version(self, org: str, registry: str, collection: str, token: str) -> VersionSummary:
+        """An alias or ``vN`` looked up by name, from what is known before W&B is asked.
+
+        In order: the collection's fresh listing (yes or no); a ``vN`` whose manifest is
+        known, in memory or on disk (versions are immutable: no request); the fresh first
+        page; the last known listing (memory or disk) naming it, reloaded in the background;
+        the name as W&B last resolved it (alias TTL; stale: served and reloaded). Then W&B:
+        the first page if none is fresh (one request; complete, it says no too), else the
+        name resolved by W&B itself (one request; ``NotFound`` is a real miss)."""
+        locked = self.locks.get((org, registry, collection), {})
+        if token in locked:   # --lock: this alias stays on its version
+            return await self.find_version(org, registry, collection, f"v{locked[token]}")
+        vers_key = ("vers", org, registry, collection)
+        full = self._lists.get(vers_key)
+        if full is not None:
+            return self._picked(full, token, collection)
         idx = version_index(token)
-        if idx is not None:
-            if idx in vers.versions:
-                return idx
+        if idx is not None and (detail := await self._known_version(org, registry, collection, idx)) is not None:
+            return VersionSummary(idx, tuple(a for a in detail.aliases if version_index(a) is None),
+                                  detail.created_at, detail.artifact_id)
+        head = self._lists.get(("head", org, registry, collection))
+        if head is not None and (hit := pick(head.versions, token)) is not None:
+            return hit
+        if self.nursery is not None:
+            stale = await self._stale(vers_key)
+            if stale is not None and (hit := pick(stale, token)) is not None:
+                self._revalidate(vers_key)
+                return hit
+        if head is None:
+            page = await self._head(org, registry, collection)
+            if page.complete:
+                return self._picked(page.versions, token, collection)
+            if (hit := pick(page.versions, token)) is not None:
+                return hit
+        return await self._listing(("name", org, registry, collection, token), lambda v: True)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _picked(vers: CollectionVersions, token: str, collection: str) -> VersionSummary:
+        hit = pick(vers, token)
+        if hit is None:
             raise NotFound(f"{collection}:{token} not found")
-        if token in vers.aliases:
-            return vers.aliases[token]
-        raise NotFound(f"alias {token!r} not found in {collection}")
+        return hit
+
+    async def resolve(self, org: str, registry: str, collection: str, token: str) -> int:
+        """An alias or ``vN`` to a version index (``find_version``'s)."""
+        return (await self.find_version(org, registry, collection, token)).index
 
     # ---- versions ----------------------------------------------------------------------
+    async def _known_version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail | None:
+        """The version if its manifest is known already, in memory or on disk; no W&B."""
+        key = (org, registry, collection, index)
+        hit = self._versions.get(key)
+        if hit is None and self.meta is not None:
+            hit = await trio.to_thread.run_sync(self.meta.load_version, org, registry, collection, index)
+            if hit is not None:
+                self._versions[key] = hit
+        return hit
+
     async def version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail:
         key = (org, registry, collection, index)
         hit = self._versions.get(key)

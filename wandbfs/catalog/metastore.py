@@ -26,6 +26,9 @@ from wandbfs.sdk.client import CollectionInfo, CollectionVersions, RegistryInfo,
 
 log = logging.getLogger(__name__)
 
+SAVED_KINDS = frozenset({"orgs", "regs", "colls", "vers"})
+"""The listing kinds kept on disk (the catalog's keys start with the kind)."""
+
 
 def _name(key: Hashable) -> str:
     return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:32]
@@ -80,15 +83,29 @@ class MetaStore:
                "manifest": d.raw_manifest}
         self._write(self._version_path(d.org, d.registry, d.collection, d.index), obj)
 
+    def has_versions(self, org: str, registry: str, collection: str) -> bool:
+        """Whether a manifest of this collection is kept: then the collection existed, as its
+        versions (immutable) did, and a lookup of it needs no W&B."""
+        try:
+            with os.scandir(self._version_path(org, registry, collection, 0).parent) as it:
+                return any(e.name.endswith(".json") and not e.name.startswith(".") for e in it)
+        except OSError:
+            return False
+
     def load_version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail | None:
-        obj = self._read(self._version_path(org, registry, collection, index))
+        path = self._version_path(org, registry, collection, index)
+        obj = self._read(path)
         if not obj or (obj.get("org"), obj.get("registry"), obj.get("collection")) != (org, registry, collection):
             return None
-        return VersionDetail(org=org, registry=registry, collection=collection, index=obj["index"],
-                             artifact_id=obj["artifact_id"], entity=obj["entity"], project=obj["project"],
-                             created_at=obj["created_at"], aliases=tuple(obj["aliases"]),
-                             manifest=parse_manifest(obj["manifest"]), metadata=obj["metadata"],
-                             raw_manifest=obj["manifest"])
+        try:
+            return VersionDetail(org=org, registry=registry, collection=collection, index=obj["index"],
+                                 artifact_id=obj["artifact_id"], entity=obj["entity"], project=obj["project"],
+                                 created_at=obj["created_at"], aliases=tuple(obj["aliases"]),
+                                 manifest=parse_manifest(obj["manifest"]), metadata=obj["metadata"],
+                                 raw_manifest=obj["manifest"])
+        except (KeyError, TypeError, ValueError) as e:   # W&B is asked instead
+            log.warning("ignoring unreadable metadata %s: %s", path, e)
+            return None
 
     # ---- listings (last known) ---------------------------------------------------------
     def save_listing(self, key: tuple[Any, ...], value: Any) -> None:

@@ -2,7 +2,10 @@
 
 Listings come from the catalog (orgs, registries, collections, versions and aliases) and,
 inside a version, from its manifest; each child becomes a node of the inode table
-(``nodes.py`` says what each kind is). Some names are found only by lookup, never listed:
+(``nodes.py`` says what each kind is). A lookup asks the catalog for the one name it wants
+(a collection, an alias or ``vN`` by name, not by listing the level), so a fresh mount
+resolves a path in a request or two, and a known ``vN`` in none. Some names are found only
+by lookup, never listed:
 ``wandb-registry-<R>`` and ``<coll>:<alias|vN>`` (the Registry UI's names), and ``vN`` or
 an alias the listing does not show yet. A listing or a lookup also says what is likely
 next: the warm-ups hear about it.
@@ -88,8 +91,11 @@ class Tree:
             if reg in await self.catalog.registries(p.org, want=reg):
                 return self.table.upsert(RegistryPrefixLink(p.org, reg), time.time())
             return None
-        if isinstance(p, Registry) and (qual := split_qualified(name)) is not None:
-            return await self._qualified(p, name, *qual)
+        if isinstance(p, Registry):
+            qual = split_qualified(name)
+            if qual is not None:
+                return await self._qualified(p, name, *qual)
+            return await self._collection(p, name)
         if isinstance(p, Collection):
             return await self._version(p, name)
         if isinstance(p, InVersion):
@@ -100,41 +106,47 @@ class Tree:
             if child != DIR:
                 # A file is being looked up, so an open is likely: get the version's signed
                 # URLs now (listings alone never cost a URL request).
-                self.warmups.file_looked_up(detail)
+                self.warmups.file_looked_up(detail, child)
             return self._in_version(p, detail, name, child)
         for child_name, node in await self.children(parent, want=name):
             if child_name == name:
                 return node
         return None
 
-    async def _qualified(self, p: Registry, name: str, coll: str, token: str) -> Node | None:
-        """``<coll>:<alias|vN>``, a link to ``<coll>/vN``."""
-        if coll not in await self.catalog.collections(p.org, p.reg, want=coll):
-            return None
+    async def _collection(self, p: Registry, name: str) -> Node | None:
+        """A collection, looked up by name (the registry is not listed for it)."""
         try:
-            idx = await self.catalog.resolve(p.org, p.reg, coll, token)
+            info = await self.catalog.collection(p.org, p.reg, name)
         except NotFound:
             return None
-        return self.table.upsert(QualifiedLink(p.org, p.reg, coll, token, idx, name=name), time.time())
+        return self.table.upsert(Collection(p.org, p.reg, name), info.created_at or time.time())
+
+    async def _qualified(self, p: Registry, name: str, coll: str, token: str) -> Node | None:
+        """``<coll>:<alias|vN>``, a link to ``<coll>/vN``."""
+        try:
+            await self.catalog.collection(p.org, p.reg, coll)
+            v = await self.catalog.find_version(p.org, p.reg, coll, token)
+        except NotFound:
+            return None
+        return self.table.upsert(QualifiedLink(p.org, p.reg, coll, token, v.index, name=name), time.time())
 
     async def _version(self, p: Collection, name: str) -> Node | None:
-        """``vN`` (a directory) or an alias (a link to it), listed yet or not."""
+        """``vN`` (a directory) or an alias (a link to it), listed yet or not: looked up by
+        name, so neither needs the whole listing (a known ``vN`` needs no W&B at all)."""
         try:
             ref = parse_version_token(name)
         except ValueError:
             return None
         try:
-            idx = await self.catalog.resolve(p.org, p.reg, p.coll, name)
+            v = await self.catalog.find_version(p.org, p.reg, p.coll, name)
         except NotFound:
             return None
-        vers = await self.catalog.versions(p.org, p.reg, p.coll)
-        created = vers.versions[idx].created_at
         if ref.kind == "index":
-            return self.table.upsert(VersionDir(p.org, p.reg, p.coll, idx), created)
-        return self.table.upsert(AliasLink(p.org, p.reg, p.coll, name, idx), created)
+            return self.table.upsert(VersionDir(p.org, p.reg, p.coll, v.index), v.created_at)
+        return self.table.upsert(AliasLink(p.org, p.reg, p.coll, name, v.index), v.created_at)
 
     async def refresh_alias(self, node: Node) -> None:
-        """Re-resolve an alias symlink from the (alias-TTL cached) listing."""
+        """Re-resolve an alias symlink (alias-TTL cached, see ``Catalog.find_version``)."""
         p = node.place
         assert isinstance(p, AliasLink), p
         idx = await self.catalog.resolve(p.org, p.reg, p.coll, p.alias)

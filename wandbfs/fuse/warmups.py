@@ -46,8 +46,11 @@ class Warmups:
         if key not in self._started:   # don't sort a big listing on every readdir
             self._start(key, self._manifests, org, reg, coll, sorted(versions))
 
-    def file_looked_up(self, detail: VersionDetail) -> None:
-        self._start(("urls", detail.artifact_id, detail.index), self._urls, detail)
+    def file_looked_up(self, detail: VersionDetail, entry: ManifestEntry) -> None:
+        """An open is likely: get the version's URLs, unless the file is in the cache already
+        (its open needs no URL, and a remount reading cached versions asks W&B nothing)."""
+        if self.enabled and self.fetcher.cache.lookup(entry) is None:
+            self._start(("urls", detail.artifact_id, detail.index), self._urls, detail)
 
     def file_opened(self, detail: VersionDetail) -> None:
         self._start(("files", detail.artifact_id, detail.index), self._small_files, detail)

@@ -89,6 +89,18 @@ class CollectionVersions:
 
 
 @dataclass(frozen=True)
+class VersionsPage:
+    """The first page of a collection's versions: what a lookup of the collection gets.
+
+    ``complete``: there are no more pages, so a name missing here is missing from W&B too;
+    otherwise it says only what is there."""
+
+    versions: CollectionVersions
+    complete: bool
+    type: str | None      # the versions' artifact type (None: no versions)
+
+
+@dataclass(frozen=True)
 class ResolvedName:
     """Where a registry name points now, as W&B resolves it."""
 
@@ -171,9 +183,13 @@ class WandbClient:
         self._api: Any = None
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(num_pools=2, maxsize=8, retries=False)
-        # Artifact objects from the last version listing, by (org, registry, collection, index):
-        # loading a manifest through them costs one GraphQL request instead of two.
+        # Artifact objects from the last version listing or lookup, by (org, registry,
+        # collection, index): loading a manifest through them costs one GraphQL request, not two.
         self._listed: dict[tuple[str, str, str, int], Any] = {}
+        # An org's display name -> its org entity's name, from any answer that names it: with
+        # it, a version is looked up by name in one request (the SDK's api.artifact() asks
+        # for the default entity and the org's info first).
+        self._org_entities: dict[str, str] = {}
 
     @staticmethod
     def _default_factory() -> Any:
@@ -210,6 +226,19 @@ class WandbClient:
             self.api()._service_api.execute_graphql(SERVER_FEATURES_QUERY_GQL)
         self._call(run)
 
+    def prepare(self, org: str) -> None:
+        """What the SDK asks W&B once per mount before its first registry query (the server's
+        features, the org's search features), asked now, at mount start, so that a
+        lookup's first query is its only one."""
+        def run() -> None:
+            from wandb.apis.public.registries._utils import advanced_search_enabled
+            from wandb.sdk.artifacts._gqlutils import omit_artifact_fields
+
+            service = self.api()._service_api
+            omit_artifact_fields(service)
+            advanced_search_enabled(service, org)
+        self._call(run)
+
     # ---- identity ----------------------------------------------------------------------
     def viewer_orgs(self) -> list[str]:
         """The organizations the API key's user belongs to (display names)."""
@@ -218,12 +247,15 @@ class WandbClient:
 
             api = self.api()
             info = org_info_from_entity(api._service_api, api.default_entity)
-            names: list[str] = []
+            orgs = []
             if info and info.organization:
-                names.append(info.organization.name)
+                orgs.append(info.organization)
             if info and info.user:
-                names.extend(o.name for o in info.user.organizations)
-            return sorted(set(names))
+                orgs.extend(info.user.organizations)
+            for o in orgs:
+                if getattr(o, "org_entity", None) is not None:
+                    self._org_entities[o.name] = o.org_entity.name
+            return sorted({o.name for o in orgs})
         return self._call(run)
 
     def default_entity(self) -> str:
@@ -231,36 +263,86 @@ class WandbClient:
         return self._call(lambda: str(self.api().default_entity))
 
     def registries(self, org: str) -> list[RegistryInfo]:
+        """The org's registries: one request per 100."""
         def run() -> list[RegistryInfo]:
             out = []
             for r in self.api().registries(organization=org):
+                if getattr(r, "entity", None):
+                    self._org_entities[org] = str(r.entity)
                 out.append(RegistryInfo(r.name, parse_time(getattr(r, "created_at", None))))
             return out
         return self._call(run)
 
+    def _registry_search(self, org: str, registry: str) -> Any:
+        """The SDK's registry search narrowed to one registry (it adds the name's prefix)."""
+        return self.api().registries(organization=org, filter={"name": registry_project(registry)})
+
     def collections(self, org: str, registry: str) -> list[CollectionInfo]:
+        """A registry's collections: one request per 100 (``api.registry(...).collections()``
+        would first look the org and the registry up, two more)."""
         def run() -> list[CollectionInfo]:
-            reg = self.api().registry(registry, org)
-            return [CollectionInfo(c.name, c.type, parse_time(c.created_at)) for c in reg.collections()]
+            return [CollectionInfo(c.name, c.type, parse_time(c.created_at))
+                    for c in self._registry_search(org, registry).collections()]
         return self._call(run)
 
-    def versions(self, org: str, registry: str, collection: str, type_name: str) -> CollectionVersions:
+    def _version_search(self, org: str, registry: str, collection: str, per_page: int) -> Any:
+        return self._registry_search(org, registry).collections(
+            filter={"name": collection}).versions(per_page=per_page)
+
+    def _summary(self, org: str, registry: str, collection: str, art: Any) -> VersionSummary:
+        """One version as listed; its Artifact is kept for the manifest load that follows."""
+        idx = registry_index(art)
+        self._listed[(org, registry, collection, idx)] = art
+        if getattr(art, "entity", None):
+            self._org_entities.setdefault(org, str(art.entity))
+        al = tuple(x for x in art.aliases if version_index(x) is None)
+        return VersionSummary(idx, al, parse_time(art.created_at), art.id)
+
+    def _collect(self, org: str, registry: str, collection: str, arts: Any) -> CollectionVersions:
+        versions: dict[int, VersionSummary] = {}
+        aliases: dict[str, int] = {}
+        for a in arts:
+            v = self._summary(org, registry, collection, a)
+            versions[v.index] = v
+            for x in v.aliases:
+                aliases[x] = v.index
+        return CollectionVersions(versions, aliases)
+
+    def versions(self, org: str, registry: str, collection: str, type_name: str | None = None) -> CollectionVersions:
+        """Every version of a collection and where its aliases point: one request per 100
+        (the registry's version search, which needs neither the collection's type nor its id)."""
         def run() -> CollectionVersions:
-            path = f"{org}/{registry_project(registry)}/{collection}"
-            coll = self.api().artifact_collection(type_name, path)
-            versions: dict[int, VersionSummary] = {}
-            aliases: dict[str, int] = {}
-            for a in coll.artifacts():
-                idx = registry_index(a)
-                self._listed[(org, registry, collection, idx)] = a
-                al = tuple(x for x in a.aliases if version_index(x) is None)
-                versions[idx] = VersionSummary(idx, al, parse_time(a.created_at), a.id)
-                for x in al:
-                    aliases[x] = idx
-            return CollectionVersions(versions, aliases)
+            return self._collect(org, registry, collection, self._version_search(org, registry, collection, 100))
+        return self._call(run)
+
+    def versions_head(self, org: str, registry: str, collection: str, per_page: int = 100) -> VersionsPage:
+        """The first page of ``versions``, one request: it says the collection exists (it has
+        versions), and for most collections it is the whole listing."""
+        def run() -> VersionsPage:
+            search = self._version_search(org, registry, collection, per_page)
+            try:
+                next(search)           # loads the first page (and skips pages left empty by access rules)
+            except StopIteration:
+                return VersionsPage(CollectionVersions({}, {}), True, None)
+            arts = [a for a in search.objects if a is not None]
+            page = search.last_response.page_info if search.last_response is not None else None
+            return VersionsPage(self._collect(org, registry, collection, arts),
+                                not (page and page.has_next_page), str(arts[0].type) if arts else None)
         return self._call(run)
 
     # ---- one version -------------------------------------------------------------------
+    def _artifact(self, org: str, registry: str, collection: str, token: str) -> Any:
+        """``org/wandb-registry-R/C:token`` from W&B: one request once the org's entity is
+        known, else through ``api.artifact`` (which finds it first)."""
+        entity = self._org_entities.get(org)
+        if entity is None:
+            return self.api().artifact(qualified_name(org, registry, collection, token))
+        from wandb.sdk.artifacts._validators import FullArtifactPath
+        from wandb.sdk.artifacts.artifact import Artifact
+
+        path = FullArtifactPath(prefix=entity, project=registry_project(registry), name=f"{collection}:{token}")
+        return Artifact._from_name(path=path, service_api=self.api()._service_api)
+
     def resolve_name(self, org: str, registry: str, collection: str, token: str) -> ResolvedName:
         """W&B's answer for ``org/wandb-registry-R/C:token`` (vN or alias), without the manifest.
 
@@ -269,8 +351,15 @@ class WandbClient:
         ``vN`` a mount shows for a collection fed by several source artifacts.
         """
         def run() -> ResolvedName:
-            art = self.api().artifact(qualified_name(org, registry, collection, token))
+            art = self._artifact(org, registry, collection, token)
             return ResolvedName(registry_index(art), str(art.type) if art.type else None)
+        return self._call(run)
+
+    def find_version(self, org: str, registry: str, collection: str, token: str) -> VersionSummary:
+        """The version ``token`` (vN or alias) names now, looked up by name (one request),
+        not by listing the collection; ``NotFound`` if W&B has no such name."""
+        def run() -> VersionSummary:
+            return self._summary(org, registry, collection, self._artifact(org, registry, collection, token))
         return self._call(run)
 
     def version(self, org: str, registry: str, collection: str, token: str) -> VersionDetail:
@@ -280,7 +369,7 @@ class WandbClient:
             if (idx := version_index(token)) is not None:
                 art = self._listed.pop((org, registry, collection, idx), None)
             if art is None:
-                art = self.api().artifact(qualified_name(org, registry, collection, token))
+                art = self._artifact(org, registry, collection, token)
             body = self._fetch_manifest(art)
             manifest = parse_manifest(body)  # from the bytes: duplicate paths are reported
             raw = json.loads(body)
