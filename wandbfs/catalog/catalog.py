@@ -21,6 +21,7 @@ under the gate's own deadline, so a retry finds it. Every SDK call passes the ``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
@@ -28,6 +29,7 @@ import trio
 
 from wandbfs.catalog.flight import SingleFlight
 from wandbfs.catalog.metastore import SAVED_KINDS, MetaStore
+from wandbfs.catalog.urls import SignedUrls
 from wandbfs.model.names import version_index
 from wandbfs.model.ttl import TtlMap
 from wandbfs.sdk.client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
@@ -76,7 +78,7 @@ class Catalog:
         self.gate = gate or Gate()
         self._lists: TtlMap[Any] = TtlMap(clock=trio.current_time)
         self._versions: dict[tuple[str, str, str, int], VersionDetail] = {}
-        self._urls: dict[tuple[str, int], dict[str, str]] = {}
+        self.urls = SignedUrls(client, self._sdk)   # signed URLs, fetched for what is read
         self._flight = SingleFlight()
         self._flight.nursery = nursery
         self._disk_read: set[Key] = set()    # listing keys whose copy on disk was read already
@@ -393,20 +395,12 @@ class Catalog:
                 detail = await self._sdk(self.client.version, org, registry, collection, f"v{index}")
                 if self.meta is not None:
                     await trio.to_thread.run_sync(self.meta.save_version, detail)
+                detail = dataclasses.replace(detail, raw_manifest=b"")   # saved: the parse is what is kept
             self._versions[key] = detail
             return detail
         return await self._flight.run(("ver",) + key, load, self.lookup_timeout, f"{collection}:v{index}")
 
     async def file_url(self, detail: VersionDetail, path: str, refresh: bool = False) -> str:
-        """A signed URL for one file; ``refresh`` asks W&B again (an expired URL got 403)."""
-        key = (detail.artifact_id, detail.index)
-        urls = None if refresh else self._urls.get(key)
-        if urls is None:
-            async def load() -> dict[str, str]:
-                fresh = await self._sdk(self.client.file_urls, detail)
-                self._urls[key] = fresh
-                return fresh
-            urls = await self._flight.run(("urls",) + key + (refresh,), load)
-        if path not in urls:
-            raise NotFound(f"no URL for {path!r} in {detail.name}")
-        return urls[path]
+        """A signed URL for one file; ``refresh`` asks W&B again (an expired URL got 403).
+        Fetched for what is read (``urls.py``), not for all of a large version."""
+        return await self.urls.url(detail, path, refresh)

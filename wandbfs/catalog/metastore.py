@@ -52,8 +52,8 @@ class MetaStore:
         try:
             self._mkdirs(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(obj, f)
+            with os.fdopen(fd, "wb") as f:   # bytes as they are; anything else as JSON, encoded in C
+                f.write(obj if isinstance(obj, bytes) else json.dumps(obj).encode())
             os.replace(tmp, path)
         except OSError as e:  # a full disk must not break a lookup that already succeeded
             if e.errno in UNWRITABLE:
@@ -79,9 +79,14 @@ class MetaStore:
     def save_version(self, d: VersionDetail) -> None:
         obj = {"org": d.org, "registry": d.registry, "collection": d.collection, "index": d.index,
                "artifact_id": d.artifact_id, "entity": d.entity, "project": d.project,
-               "created_at": d.created_at, "aliases": list(d.aliases), "metadata": d.metadata,
-               "manifest": d.raw_manifest}
-        self._write(self._version_path(d.org, d.registry, d.collection, d.index), obj)
+               "created_at": d.created_at, "aliases": list(d.aliases), "metadata": d.metadata}
+        path = self._version_path(d.org, d.registry, d.collection, d.index)
+        if isinstance(d.raw_manifest, bytes):   # W&B's JSON as it came, beside (never parsed here)
+            self._write(path.with_suffix(".manifest"), d.raw_manifest)
+            obj["manifest_file"] = path.with_suffix(".manifest").name
+        else:
+            obj["manifest"] = d.raw_manifest
+        self._write(path, obj)
 
     def has_versions(self, org: str, registry: str, collection: str) -> bool:
         """Whether a manifest of this collection is kept: then the collection existed, as its
@@ -101,9 +106,10 @@ class MetaStore:
             return VersionDetail(org=org, registry=registry, collection=collection, index=obj["index"],
                                  artifact_id=obj["artifact_id"], entity=obj["entity"], project=obj["project"],
                                  created_at=obj["created_at"], aliases=tuple(obj["aliases"]),
-                                 manifest=parse_manifest(obj["manifest"]), metadata=obj["metadata"],
-                                 raw_manifest=obj["manifest"])
-        except (KeyError, TypeError, ValueError) as e:   # W&B is asked instead
+                                 manifest=parse_manifest(obj["manifest"] if "manifest" in obj else
+                                                         (path.parent / obj["manifest_file"]).read_bytes()),
+                                 metadata=obj["metadata"])
+        except (KeyError, TypeError, ValueError, OSError) as e:   # W&B is asked instead
             log.warning("ignoring unreadable metadata %s: %s", path, e)
             return None
 

@@ -447,15 +447,13 @@ class ArtifactNode(Node):
                              "id": gid("File", f"manifest:{self.a.id}")})
         return Node("ArtifactManifest", {"id": gid("ArtifactManifest", self.a.id), "file": file})
 
-    def _entries(self) -> list[tuple[str, dict[str, Any]]]:
-        return sorted(self.ctx.store.manifest(self.a).get("contents", {}).items())
-
     def f_files(self, names: list[str] | None = None, after: str | None = None,
                 first: int | None = None, **_: Any) -> Node:
-        entries = self._entries()
+        """The version's files by path; ``names``: only those (``Artifact.files(names=...)``)."""
+        contents = self.ctx.store.contents(self.a)   # parsed once per manifest, not per page
+        entries = contents.items
         if names:
-            wanted = set(names)
-            entries = [e for e in entries if e[0] in wanted]
+            entries = sorted((n, contents.by_path[n]) for n in set(names) if n in contents.by_path)
         return connection(entries, lambda e: FileNode(self.ctx, self.a, e[0], e[1]), after, first)
 
     def f_filesByManifestEntries(self, entries: list[dict[str, Any]] | None = None,

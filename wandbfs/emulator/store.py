@@ -17,6 +17,7 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,6 +149,14 @@ _TABLES = {"orgs": Org, "entities": Entity, "projects": Project, "collections": 
            "artifacts": Artifact, "memberships": Membership, "runs": Run}
 
 
+@dataclass(frozen=True)
+class Contents:
+    """A manifest's ``contents``: ``(path, entry)`` sorted by path, and by path."""
+
+    items: list[tuple[str, dict[str, Any]]]
+    by_path: dict[str, dict[str, Any]]
+
+
 class BlobStore:
     """Bytes by md5 hex, as W&B stores artifact files (content-addressed, so dedup is free)."""
 
@@ -205,6 +214,7 @@ class Store:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.state_dir / "blobs")
         self.lock = threading.RLock()
+        self._contents: OrderedDict[str, Contents] = OrderedDict()   # parsed manifests, by md5
         self.counter = 0
         self.orgs: dict[str, Org] = {}
         self.entities: dict[str, Entity] = {}
@@ -433,6 +443,24 @@ class Store:
             return {"version": 1, "storagePolicy": "wandb-storage-policy-v1",
                     "storagePolicyConfig": {"storageLayout": "V2"}, "contents": {}}
         return json.loads(self.blobs.get(art.manifest_md5))
+
+    def contents(self, art: Artifact) -> "Contents":
+        """A manifest's entries sorted by path, with an index by path: parsed once per
+        manifest (they are stored by md5, so never change), not once per page of files.
+        The last few are kept (a version of 100,000 files costs seconds to parse)."""
+        key = art.manifest_md5 or ""
+        with self.lock:
+            hit = self._contents.get(key)
+            if hit is not None:
+                self._contents.move_to_end(key)
+                return hit
+        items = sorted(self.manifest(art).get("contents", {}).items())
+        parsed = Contents(items, dict(items))
+        with self.lock:
+            self._contents[key] = parsed
+            while len(self._contents) > 4:
+                self._contents.popitem(last=False)
+        return parsed
 
     def commit_artifact(self, art_id: str) -> Artifact:
         with self.lock:

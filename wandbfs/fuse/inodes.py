@@ -7,31 +7,51 @@ number is a hash of the key, so the same (version, path) gets the same inode in 
 mount and after remounts, which keeps tools that compare ``st_ino`` (tar, rsync, find
 -samefile) honest. Entries live while the kernel holds a lookup reference (pyfuse3's
 ``forget``), a file handle has them open, or the filesystem pins them (the root).
+
+Listing a folder hands the kernel every entry in it (``readdirplus``), so a version of
+200,000 files puts 200,000 nodes here. A file's node is therefore small: slotted, holding
+its manifest entry and its version's one shared ``VersionDir`` (its ``place`` is made when
+asked), found by its inode alone (the hash of its key: no second index by key), and its
+inode is hashed from a prefix computed once per version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import stat as statmod
-from dataclasses import dataclass
+from typing import Any
 
-from wandbfs.fuse.nodes import AliasLink, File, Key, Place, RegistryPrefixLink, Root
+from wandbfs.fuse.nodes import AliasLink, File, Key, Place, RegistryPrefixLink, Root, VersionDir
+from wandbfs.model.manifest import ManifestEntry
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE
 
 _S_IFMT = {"dir": statmod.S_IFDIR, "file": statmod.S_IFREG, "symlink": statmod.S_IFLNK}
+_FILE_MODE = statmod.S_IFREG | File.mode
+_MASK = (1 << 63) - 1
 
 
-@dataclass
 class Node:
     """One inode: what it is (``place``), and the counts that keep it alive."""
 
-    inode: int
-    place: Place
-    mtime: float = 0.0
-    lookups: int = 0                 # the kernel's references (lookup, readdir; minus forget)
-    open_handles: int = 0            # open file handles on it (handles.py)
-    pinned: bool = False
+    __slots__ = ("inode", "_place", "mtime", "lookups", "open_handles", "pinned")
+
+    def __init__(self, inode: int, place: Place, mtime: float = 0.0, lookups: int = 0,
+                 open_handles: int = 0, pinned: bool = False) -> None:
+        self.inode = inode
+        self._place: Any = place
+        self.mtime = mtime
+        self.lookups = lookups              # the kernel's references (lookup, readdir; minus forget)
+        self.open_handles = open_handles    # open file handles on it (handles.py)
+        self.pinned = pinned
+
+    @property
+    def place(self) -> Place:
+        return self._place  # type: ignore[no-any-return]
+
+    @place.setter
+    def place(self, place: Place) -> None:
+        self._place = place
 
     @property
     def key(self) -> Key:
@@ -64,6 +84,46 @@ class Node:
     def st_mode(self) -> int:
         return _S_IFMT[self.kind] | self.mode
 
+    def __repr__(self) -> str:
+        return f"Node({self.inode}, {self.place!r}, lookups={self.lookups}, open={self.open_handles})"
+
+
+class FileNode(Node):
+    """A file inside a version: its entry and its version (shared by all its files); the
+    ``File`` place is built when asked for (an open, a lookup below), not kept."""
+
+    __slots__ = ("entry",)
+    kind = "file"            # type: ignore[assignment]
+    mode = File.mode         # type: ignore[assignment]
+    immutable = True         # type: ignore[assignment]
+    target = ""              # type: ignore[assignment]
+    st_mode = _FILE_MODE     # type: ignore[assignment]
+
+    def __init__(self, inode: int, version: VersionDir, entry: ManifestEntry, mtime: float) -> None:
+        super().__init__(inode, version, mtime)  # type: ignore[arg-type]
+        self.entry = entry
+
+    @property
+    def place(self) -> Place:
+        v = self._place
+        return File(v.org, v.reg, v.coll, v.idx, self.entry.parts, entry=self.entry)
+
+    @place.setter
+    def place(self, place: Place) -> None:
+        assert isinstance(place, File), place
+        self.entry = place.entry
+
+    @property
+    def key(self) -> Key:
+        v = self._place
+        return ("path", v.org, v.reg, v.coll, v.idx, self.entry.path)
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return self.entry.size
+
+
+_new_file = object.__new__
 
 Listing = list[tuple[str, Node]]
 """A directory's entries, name -> node, in listing order."""
@@ -72,13 +132,32 @@ Listing = list[tuple[str, Node]]
 def inode_for(key: Key) -> int:
     """63-bit hash of the key, never 0 or the root's 1."""
     h = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little")
-    return (h & ((1 << 63) - 1)) | 2
+    return (h & _MASK) | 2
+
+
+class _VersionFiles:
+    """What the files of one version share: the version's place, and the hash state of the
+    part of their keys' ``repr`` before the path (``inode_for`` of a file is this state
+    updated with ``repr(path) + ")"``, the same number)."""
+
+    __slots__ = ("version", "_prefix")
+
+    def __init__(self, version: VersionDir) -> None:
+        self.version = version
+        head = repr(("path", version.org, version.reg, version.coll, version.idx, ""))[:-3]
+        self._prefix = hashlib.blake2b(head.encode(), digest_size=8)
+
+    def inode_for(self, path: str) -> int:
+        h = self._prefix.copy()
+        h.update((repr(path) + ")").encode())
+        return (int.from_bytes(h.digest(), "little") & _MASK) | 2
 
 
 class InodeTable:
     def __init__(self) -> None:
         self._by_ino: dict[int, Node] = {}
-        self._by_key: dict[Key, Node] = {}
+        self._collided: dict[Key, Node] = {}      # keys whose hash was taken by another key
+        self._versions: dict[tuple[str, str, str, int], _VersionFiles] = {}
         self._collisions = 0
 
     def __len__(self) -> int:
@@ -87,30 +166,82 @@ class InodeTable:
     def add_root(self, mtime: float = 0.0) -> Node:
         node = Node(inode=ROOT_INODE, place=Root(), mtime=mtime, pinned=True)
         self._by_ino[ROOT_INODE] = node
-        self._by_key[node.key] = node
         return node
 
     def get(self, inode: int) -> Node | None:
         return self._by_ino.get(inode)
 
     def by_key(self, key: Key) -> Node | None:
-        return self._by_key.get(key)
+        if key == ("root",):
+            return self._by_ino.get(ROOT_INODE)
+        node = self._by_ino.get(inode_for(key))
+        if node is not None and node.key == key:
+            return node
+        return self._collided.get(key)
+
+    def _version(self, org: str, reg: str, coll: str, idx: int) -> _VersionFiles:
+        vk = (org, reg, coll, idx)
+        vf = self._versions.get(vk)
+        if vf is None:
+            vf = self._versions[vk] = _VersionFiles(VersionDir(org, reg, coll, idx))
+        return vf
 
     def upsert(self, place: Place, mtime: float) -> Node:
         """Return the node for ``place``'s key, creating it or refreshing what it is (an
         alias that moved) and its mtime; its counts stay."""
+        if isinstance(place, File) and place.entry.path == "/".join(place.parts):
+            return self.upsert_file(place, place.entry, mtime)
         key = place.key
-        node = self._by_key.get(key)
-        if node is not None:
+        if key == ("root",):
+            node = self._by_ino[ROOT_INODE]
             node.place, node.mtime = place, mtime
             return node
-        ino = inode_for(key)
-        while ino in self._by_ino and self._by_ino[ino].key != key:
-            self._collisions += 1
-            ino = inode_for(key + (self._collisions,))
-        node = Node(inode=ino, place=place, mtime=mtime)
-        self._by_ino[ino] = node
-        self._by_key[key] = node
+        return self._upsert(key, inode_for(key), mtime, lambda ino: Node(inode=ino, place=place, mtime=mtime),
+                            place)
+
+    def upsert_file(self, version: VersionDir | File, entry: ManifestEntry, mtime: float) -> Node:
+        """The node of the file ``entry`` of ``version`` (a place inside it): ``upsert`` of
+        its ``File`` place, without building one. Listing a folder calls this per file."""
+        vf = self._versions.get((version.org, version.reg, version.coll, version.idx))
+        if vf is None:
+            vf = self._version(version.org, version.reg, version.coll, version.idx)
+        path = entry.path
+        ino = vf.inode_for(path)
+        node = self._by_ino.get(ino)
+        if node is None and not self._collided:
+            node = self._by_ino[ino] = _new_file(FileNode)
+            node.inode, node._place, node.entry, node.mtime = ino, vf.version, entry, mtime
+            node.lookups = node.open_handles = 0
+            node.pinned = False
+            return node
+        if node is not None and node.__class__ is FileNode and node._place is vf.version \
+                and node.entry.path == path:  # type: ignore[attr-defined]
+            node.entry, node.mtime = entry, mtime  # type: ignore[attr-defined]
+            return node
+        key = ("path", version.org, version.reg, version.coll, version.idx, path)
+        return self._upsert(key, ino, mtime, lambda i: FileNode(i, vf.version, entry, mtime), None, entry)
+
+    def _upsert(self, key: Key, ino: int, mtime: float, make: Any, place: Place | None,
+                entry: ManifestEntry | None = None) -> Node:
+        node = self._by_ino.get(ino)
+        if node is not None and node.key == key:
+            pass
+        elif (node := self._collided.get(key)) is None:
+            collided = False
+            while ino in self._by_ino:
+                self._collisions += 1
+                collided = True
+                ino = inode_for(key + (self._collisions,))
+            node = make(ino)
+            self._by_ino[ino] = node
+            if collided:
+                self._collided[key] = node
+            return node
+        if entry is not None:
+            node.entry = entry  # type: ignore[attr-defined]
+        elif place is not None:
+            node.place = place
+        node.mtime = mtime
         return node
 
     def incref(self, node: Node, n: int = 1) -> None:
@@ -124,4 +255,5 @@ class InodeTable:
         node.lookups = max(0, node.lookups - n)
         if node.lookups == 0 and not node.pinned and not node.open_handles:
             del self._by_ino[inode]
-            self._by_key.pop(node.key, None)
+            if self._collided:
+                self._collided.pop(node.key, None)

@@ -80,8 +80,9 @@ class Tree:
 
     def _in_version(self, parent: InVersion, detail: VersionDetail, name: str, child: ManifestEntry | str) -> Node:
         """A folder (``child`` is ``DIR``) or a file of the manifest."""
-        place = parent.child(name, child if isinstance(child, ManifestEntry) else None)
-        return self.table.upsert(place, detail.created_at)
+        if isinstance(child, ManifestEntry):
+            return self.table.upsert_file(parent, child, detail.created_at)   # no File place per file
+        return self.table.upsert(parent.child(name), detail.created_at)
 
     async def child(self, parent: Node, name: str) -> Node | None:
         """The node ``name`` finds in ``parent``, listed or not; None if there is none."""

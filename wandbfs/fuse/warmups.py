@@ -1,16 +1,24 @@
 """Warm-ups: what a listing, a lookup or a first open says is likely next, fetched ahead.
 
 Listing a collection loads its versions' manifests (the next ``ls vN`` answers from
-memory); looking up a file gets its version's signed URLs (an open is likely); the first
-open in a version fetches its small files (``cat *``, config + tokenizer). Each runs once
-per collection or version, in the background, bounded, and never lets a failure reach a
-reader. Not the ``wandbfs prefetch`` command, which fills the cache without a mount.
+memory); looking up a file gets its signed URL (an open is likely; for a large version the
+catalog asks for it and its folder's next files, see ``catalog/urls.py``); the first open
+in a version fetches its small files (``cat *``, config + tokenizer). Each runs once per
+collection or version, in the background, and never lets a failure reach a reader. Not the
+``wandbfs prefetch`` command, which fills the cache without a mount.
+
+Bounded, whatever the version's size: at most ``PARALLEL`` warm-up fetches are in flight
+(all warm-ups together, one task each), items are produced as the work goes rather than
+all at once, a first open warms at most ``SMALL_FILES`` files (all of a version's small
+files when there are no more than that, else the ones after the opened file in its
+folder), and lookups queue their URL warm-ups in a channel of ``URL_QUEUE`` (more are
+dropped: a warm-up is only ever a head start).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -29,8 +37,10 @@ class Warmups:
 
     VERSIONS = 2000          # manifests loaded ahead when a collection is listed
     SMALL_FILE = 4 << 20     # files up to this size are fetched when their version is first opened
+    SMALL_FILES = 1000       # ... at most this many per version
     VERSION_BYTES = 256 << 20
-    PARALLEL = 8
+    PARALLEL = 8             # warm-up fetches in flight, all warm-ups together
+    URL_QUEUE = 64           # looked-up files waiting for their URL warm-up
 
     def __init__(self, catalog: Catalog, fetcher: Fetcher, *, enabled: bool = True,
                  nursery: trio.Nursery | None = None) -> None:
@@ -39,6 +49,9 @@ class Warmups:
         self.enabled = enabled
         self.nursery = nursery
         self._started: set[tuple[Any, ...]] = set()   # versions/collections whose warm-up has started
+        self._slots = trio.Semaphore(self.PARALLEL)
+        self._url_in, self._url_out = trio.open_memory_channel[tuple[VersionDetail, ManifestEntry]](self.URL_QUEUE)
+        self._url_worker = False
 
     # ---- what the handlers say happened ---------------------------------------------
     def collection_listed(self, org: str, reg: str, coll: str, versions: Iterable[int]) -> None:
@@ -46,14 +59,25 @@ class Warmups:
         if key not in self._started:   # don't sort a big listing on every readdir
             self._start(key, self._manifests, org, reg, coll, sorted(versions))
 
-    def file_looked_up(self, detail: VersionDetail, entry: ManifestEntry) -> None:
-        """An open is likely: get the version's URLs, unless the file is in the cache already
+    def file_looked_up(self, detail: VersionDetail, entry: ManifestEntry | None = None) -> None:
+        """An open is likely: get the file's URL, unless the file is in the cache already
         (its open needs no URL, and a remount reading cached versions asks W&B nothing)."""
-        if self.enabled and self.fetcher.cache.lookup(entry) is None:
-            self._start(("urls", detail.artifact_id, detail.index), self._urls, detail)
+        if not self.enabled or self.nursery is None or entry is None or entry.ref is not None:
+            return
+        if self.catalog.urls.known(detail, entry.path) or self.fetcher.cache.lookup(entry) is not None:
+            return
+        if not self._url_worker:
+            self._url_worker = True
+            self.nursery.start_soon(self._url_warmer)
+        try:
+            self._url_in.send_nowait((detail, entry))
+        except trio.WouldBlock:
+            pass   # enough queued already: this one is fetched when it is opened
 
-    def file_opened(self, detail: VersionDetail) -> None:
-        self._start(("files", detail.artifact_id, detail.index), self._small_files, detail)
+    def file_opened(self, detail: VersionDetail, entry: ManifestEntry | None = None) -> None:
+        """``entry``: the file opened (in a version with many small files, its folder's next
+        files are the ones warmed)."""
+        self._start(("files", detail.artifact_id, detail.index), self._small_files, detail, entry)
 
     # ---- running them ----------------------------------------------------------------
     def _start(self, key: tuple[Any, ...], fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -68,26 +92,61 @@ class Warmups:
         except Exception as e:  # noqa: BLE001 - warm-ups are best effort
             log.debug("warm-up %s%r: %s", getattr(fn, "__name__", fn), args[:4], e)
 
+    async def _each(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]]) -> None:
+        """``fn`` on every item, ``PARALLEL`` at most in flight across all warm-ups; items are
+        taken from ``items`` only as slots free up (nothing is queued per item)."""
+        async with trio.open_nursery() as n:
+            for item in items:
+                await self._slots.acquire()
+                n.start_soon(self._in_slot, fn, item)
+
+    async def _in_slot(self, fn: Callable[[Any], Awaitable[Any]], item: Any) -> None:
+        try:
+            await self._quietly(fn, item)
+        finally:
+            self._slots.release()
+
     async def _manifests(self, org: str, reg: str, coll: str, indices: list[int]) -> None:
-        async with trio.open_nursery() as n:
-            for idx in indices[-self.VERSIONS:]:
-                n.start_soon(self._quietly, self.catalog.version, org, reg, coll, idx)
+        async def one(idx: int) -> None:
+            await self.catalog.version(org, reg, coll, idx)
+        await self._each(indices[-self.VERSIONS:], one)
 
-    async def _urls(self, detail: VersionDetail) -> None:
-        first = next((p for p, e in detail.manifest.entries.items() if not e.ref), None)
-        if first is not None:
-            await self.catalog.file_url(detail, first)
+    async def _url_warmer(self) -> None:
+        """The one task that warms looked-up files' URLs, in order (the catalog batches them)."""
+        async for detail, entry in self._url_out:
+            await self._quietly(self.catalog.file_url, detail, entry.path)
 
-    async def _small_files(self, detail: VersionDetail) -> None:
-        small = [e for _, e in sorted(detail.manifest.entries.items())
-                 if not e.ref and e.size <= self.SMALL_FILE]
-        if not small or sum(e.size for e in small) > self.VERSION_BYTES:
-            return
-        sem = trio.Semaphore(self.PARALLEL)
-
+    async def _small_files(self, detail: VersionDetail, opened: ManifestEntry | None) -> None:
         async def one(entry: ManifestEntry) -> None:
-            async with sem:
-                await self.fetcher.warm(detail, entry)
-        async with trio.open_nursery() as n:
-            for e in small:
-                n.start_soon(self._quietly, one, e)
+            await self.fetcher.warm(detail, entry)
+        await self._each(self._pick_small(detail, opened), one)
+
+    def _pick_small(self, detail: VersionDetail, opened: ManifestEntry | None) -> Iterator[ManifestEntry]:
+        """The small stored files to warm: all of them if there are at most ``SMALL_FILES``
+        (and ``VERSION_BYTES``), else the ones after ``opened`` in its folder, within both."""
+        def small(e: Any) -> bool:
+            return e.__class__ is ManifestEntry and e.ref is None and e.size <= self.SMALL_FILE
+
+        count = total = 0
+        for e in detail.manifest.entries.values():
+            if small(e):
+                count += 1
+                total += e.size
+                if count > self.SMALL_FILES or total > self.VERSION_BYTES:
+                    break
+        else:
+            if count:
+                yield from sorted((e for e in detail.manifest.entries.values() if small(e)),
+                                  key=lambda e: e.path)
+            return
+        if opened is None:
+            return
+        count = total = 0
+        for e in detail.manifest.following(opened.path):
+            if not small(e):
+                continue
+            count += 1
+            total += e.size
+            if count > self.SMALL_FILES or total > self.VERSION_BYTES:
+                return
+            yield e

@@ -8,6 +8,12 @@ entry.  One bad entry must not hide the rest of the artifact, so bad entries
 are *skipped and logged*, never raised; only a manifest that is unusable as a
 whole (not JSON, wrong version, no ``contents`` object) raises ``ValueError``.
 
+A version can hold hundreds of thousands of files, so the parse is built for size:
+raw JSON is read entry by entry through a window of about a MiB (the decoded text
+and the decoded objects of the whole ``contents`` never exist at once), every entry
+is one small slotted object, and a directory's sorted listing is built only when
+it is first listed.
+
 Digest encodings (checked against wandb 0.31, ``wandb/sdk/lib/hashutil.py``):
 
 * MD5 entries (no ``extra.alg``, or ``"alg": "MD5"``): ``digest`` is
@@ -22,15 +28,18 @@ Digest encodings (checked against wandb 0.31, ``wandb/sdk/lib/hashutil.py``):
 
 from __future__ import annotations
 
-import base64
 import binascii
+import bisect
+import codecs
 import hashlib
 import json
+import json.decoder
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from operator import itemgetter
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Callable, Final, Literal, TypeAlias
 from urllib.parse import urlparse
 
 import xxhash
@@ -68,47 +77,82 @@ MAX_SIZE: Final = 2**63 - 1
 """The largest file size a file system can report (``st_size`` is a signed 64-bit ``off_t``);
 a larger one would make the whole version folder fail (``OverflowError`` in ``readdir``)."""
 
+_NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
+"""The ``extra`` of (nearly) every entry: one shared empty mapping, not one per file."""
 
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One file of an artifact, as validated from the manifest.
+_FIELDS: Final = ("path", "digest", "size", "alg", "birth_artifact_id", "ref", "extra")
+
+
+class ManifestEntry(tuple):  # type: ignore[type-arg]
+    """One file of an artifact, as validated from the manifest (immutable).
 
     ``path`` is the manifest key ("sub/dir/notes.txt"); it has already been
     checked component by component, so it is safe to split on ``/``.
+
+    A version may hold hundreds of thousands of these, so an entry is a tuple of its
+    fields (one allocation, made in C; the size of a slotted object) and what can be
+    derived (hex digests, name, parts) is computed when asked. It equals only another
+    entry, never a plain tuple, and ``extra`` is not part of ``hash()``, so entries can
+    be dict keys (e.g. for tracking in-flight downloads).
     """
 
-    path: str
-    digest: str
+    __slots__ = ()
+
+    def __new__(cls, path: str, digest: str, size: int, alg: Alg = "md5", md5_hex: str | None = None,
+                birth_artifact_id: str | None = None, ref: str | None = None,
+                extra: Mapping[str, Any] | None = None) -> "ManifestEntry":
+        """``md5_hex`` is accepted for callers that name it; it is always derived from
+        ``digest`` (see :attr:`md5_hex`)."""
+        return _tuple_new(cls, (path, digest, size, alg, birth_artifact_id, ref,
+                                MappingProxyType(dict(extra)) if extra else _NO_EXTRA))
+
+    path: str = property(itemgetter(0))  # type: ignore[assignment]
+    digest: str = property(itemgetter(1))  # type: ignore[assignment]
     """Exactly as in the manifest (base64 for stored files; see module doc)."""
-    size: int
-    alg: Alg = "md5"
-    md5_hex: str | None = None
-    """Hex md5 of the content, for md5 entries whose digest is a content hash."""
-    birth_artifact_id: str | None = None
-    ref: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    """Raw ``extra`` object (read-only); excluded from ``hash()`` so entries
-    can be dict keys, e.g. for tracking in-flight downloads."""
+    size: int = property(itemgetter(2))  # type: ignore[assignment]
+    alg: Alg = property(itemgetter(3))  # type: ignore[assignment]
+    birth_artifact_id: str | None = property(itemgetter(4))  # type: ignore[assignment]
+    ref: str | None = property(itemgetter(5))  # type: ignore[assignment]
+    extra: Mapping[str, Any] = property(itemgetter(6))  # type: ignore[assignment]
+    """Raw ``extra`` object (read-only)."""
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not ManifestEntry:
+            return NotImplemented
+        return _tuple_eq(self[:6], other[:6]) and dict(self[6]) == dict(other[6])  # type: ignore[index]
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(self[:6])
+
+    def __repr__(self) -> str:
+        return "ManifestEntry(" + ", ".join(f"{f}={v!r}" for f, v in zip(_FIELDS, self)) + ")"
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self[0], self[1], self[2], self[3], None, self[4], self[5], dict(self[6]))
 
     @property
     def parts(self) -> tuple[str, ...]:
         """Path components inside the artifact."""
-        return tuple(self.path.split("/"))
+        return tuple(self[0].split("/"))
 
     @property
     def name(self) -> str:
         """Last path component (the directory entry name)."""
-        return self.path.rsplit("/", 1)[-1]
+        return self[0].rpartition("/")[2]  # type: ignore[no-any-return]
 
     @property
     def is_reference(self) -> bool:
         """True when the bytes live outside W&B storage (``ref`` set)."""
-        return self.ref is not None
+        return self[5] is not None
 
     @property
     def ref_scheme(self) -> str | None:
         """URL scheme of the reference (``"s3"``, ``"file"``...), or ``None``."""
-        return urlparse(self.ref).scheme if self.ref is not None else None
+        return urlparse(self[5]).scheme if self[5] is not None else None
 
     @property
     def hex_digest(self) -> str | None:
@@ -117,9 +161,9 @@ class ManifestEntry:
         ``None`` for references whose digest is an ETag/URI rather than a hash
         of the bytes - those can be neither verified nor content-addressed.
         """
-        if not self.has_content_digest:
+        if self[5] is not None and self.ref_scheme != "file":
             return None
-        return _b64_to_hex(self.digest)
+        return _b64_to_hex(self[1])
 
     @property
     def has_content_digest(self) -> bool:
@@ -129,16 +173,110 @@ class ManifestEntry:
         local-file handler records the md5 base64); false for other
         references, whose digest is an ETag or the URI itself.
         """
-        if self.ref is not None and self.ref_scheme != "file":
-            return False
-        return _b64_to_hex(self.digest) is not None
+        return self.hex_digest is not None
+
+    @property
+    def md5_hex(self) -> str | None:
+        """Hex md5 of the content, for md5 entries whose digest is a content hash."""
+        return self.hex_digest if self[3] == "md5" else None
+
+
+_tuple_new = tuple.__new__
+_tuple_eq = tuple.__eq__
+
+
+def _entry(path: str, digest: str, size: int, alg: Alg, birth: str | None, ref: str | None,
+           extra: Mapping[str, Any]) -> ManifestEntry:
+    """An entry from already checked fields (the parser's fast path: no copies)."""
+    return _tuple_new(ManifestEntry, (path, digest, size, alg, birth, ref, extra))  # type: ignore[no-any-return]
 
 
 TreeNode: TypeAlias = Literal["dir"] | ManifestEntry
 """A child in :attr:`Manifest.tree`: :data:`DIR` or the file's entry."""
 
 
-@dataclass(frozen=True)
+class _Listing(Mapping[str, TreeNode]):
+    """One directory's children, sorted by name: name -> :data:`DIR` or the entry.
+
+    Holds the children themselves (entries, and the full paths of sub-directories), not a
+    name per child: names are sliced off the paths when listed, so a folder of 200,000
+    files costs one list of references. Sorting by full path is sorting by name, since
+    every child shares the folder's prefix."""
+
+    __slots__ = ("_prefix", "_kids", "_manifest")
+
+    def __init__(self, manifest: "Manifest", prefix: str, kids: list[ManifestEntry | str]) -> None:
+        self._manifest = manifest
+        self._prefix = prefix          # "" for the root, else "a/b/"
+        self._kids = kids
+
+    def __len__(self) -> int:
+        return len(self._kids)
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._prefix)
+        for k in self._kids:
+            yield (k if k.__class__ is str else k.path)[n:]  # type: ignore[union-attr]
+
+    def __getitem__(self, name: str) -> TreeNode:
+        if not isinstance(name, str) or "/" in name or not name:
+            raise KeyError(name)
+        child = self._manifest._child(self._prefix + name)
+        if child is None:
+            raise KeyError(name)
+        return child
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def items(self) -> "_ListingItems":
+        return _ListingItems(self)
+
+    def pairs(self) -> Iterator[tuple[str, TreeNode]]:
+        """``(name, DIR or entry)`` in order, without a lookup per child."""
+        n = len(self._prefix)
+        for k in self._kids:
+            if k.__class__ is str:
+                yield k[n:], DIR  # type: ignore[index]
+            else:
+                yield k.path[n:], k  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"<listing of {self._prefix or '/'}: {len(self._kids)} entries>"
+
+
+class _ListingItems(ItemsView[str, TreeNode]):
+    def __iter__(self) -> Iterator[tuple[str, TreeNode]]:
+        return self._mapping.pairs()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Tree(Mapping[tuple[str, ...], Mapping[str, TreeNode]]):
+    """Every directory (tuple of components, ``()`` = the root) -> its listing, each
+    built when first asked for."""
+
+    __slots__ = ("_m",)
+
+    def __init__(self, manifest: "Manifest") -> None:
+        self._m = manifest
+
+    def __len__(self) -> int:
+        return len(self._m._dirs)
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        for d in sorted(self._m._dirs):
+            yield tuple(d.split("/")) if d else ()
+
+    def __getitem__(self, parts: tuple[str, ...]) -> Mapping[str, TreeNode]:
+        listing = self._m.listdir(parts)
+        if listing is None:
+            raise KeyError(parts)
+        return listing
+
+
 class Manifest:
     """A parsed manifest: valid entries, a directory tree, and what was skipped.
 
@@ -148,33 +286,73 @@ class Manifest:
     empty artifact, so ``readdir`` of an empty version works.
     """
 
-    entries: Mapping[str, ManifestEntry]
-    tree: Mapping[tuple[str, ...], Mapping[str, TreeNode]]
-    storage_layout: str | None = None
-    storage_policy: str | None = None
-    storage_region: str | None = None
-    version: int = 1
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """``(path, reason)`` for every entry left out of ``entries``."""
-    raw_digests: Mapping[str, str] = field(default_factory=dict)
-    """``path -> digest`` for *every* entry with a string digest, skipped or not.
+    __slots__ = ("entries", "storage_layout", "storage_policy", "storage_region", "version", "skipped",
+                 "_dirs", "_listings", "_skipped_digests", "tree")
 
-    The server's artifact digest covers all entries, including ones we refuse
-    to show, so :meth:`digest` uses this to stay comparable with it.
-    """
+    def __init__(self, entries: dict[str, ManifestEntry], dirs: dict[str, list[ManifestEntry | str]],
+                 storage_layout: str | None = None, storage_policy: str | None = None,
+                 storage_region: str | None = None, skipped: list[tuple[str, str]] | None = None,
+                 skipped_digests: dict[str, str] | None = None) -> None:
+        self.entries: Mapping[str, ManifestEntry] = MappingProxyType(entries)
+        self.storage_layout = storage_layout
+        self.storage_policy = storage_policy
+        self.storage_region = storage_region
+        self.version = 1
+        self.skipped: list[tuple[str, str]] = skipped or []
+        """``(path, reason)`` for every entry left out of ``entries``."""
+        self._dirs = dirs                  # "a/b" ("" = root) -> its children, unsorted until listed
+        self._listings: dict[str, _Listing] = {}
+        self._skipped_digests = skipped_digests or {}
+        self.tree: Mapping[tuple[str, ...], Mapping[str, TreeNode]] = _Tree(self)
+
+    @property
+    def raw_digests(self) -> Mapping[str, str]:
+        """``path -> digest`` for *every* entry with a string digest, skipped or not.
+
+        The server's artifact digest covers all entries, including ones we refuse
+        to show, so :meth:`digest` uses this to stay comparable with it.
+        """
+        out = dict(self._skipped_digests)
+        for path, e in self.entries.items():
+            out[path] = e.digest
+        return MappingProxyType(out)
+
+    def _child(self, path: str) -> TreeNode | None:
+        if path in self._dirs:
+            return DIR
+        return self.entries.get(path)
 
     def lookup(self, parts: Iterable[str]) -> TreeNode | None:
         """Return :data:`DIR`, the file entry, or ``None`` for a path inside."""
-        parts = tuple(parts)
-        if parts in self.tree:
-            return DIR
+        if not isinstance(parts, tuple):
+            parts = tuple(parts)
         if not parts:
-            return None
-        return self.tree.get(parts[:-1], {}).get(parts[-1])
+            return DIR
+        return self._child("/".join(parts))
 
     def listdir(self, parts: Iterable[str]) -> Mapping[str, TreeNode] | None:
         """Children of a directory, or ``None`` if it is not a directory."""
-        return self.tree.get(tuple(parts))
+        d = "/".join(parts)
+        listing = self._listings.get(d)
+        if listing is None:
+            kids = self._dirs.get(d)
+            if kids is None:
+                return None
+            kids.sort(key=_sort_key)
+            listing = self._listings[d] = _Listing(self, d + "/" if d else "", kids)
+        return listing
+
+    def following(self, path: str) -> Iterator[ManifestEntry]:
+        """The files after ``path`` in its folder, in listing order (sub-folders skipped):
+        what a reader going through the folder opens next."""
+        parent = path.rpartition("/")[0]
+        listing = self.listdir(tuple(parent.split("/")) if parent else ())
+        if not isinstance(listing, _Listing):
+            return
+        kids = listing._kids
+        for kid in kids[bisect.bisect_right(kids, path, key=_sort_key):]:
+            if kid.__class__ is ManifestEntry:
+                yield kid  # type: ignore[misc]
 
     @property
     def total_size(self) -> int:
@@ -189,16 +367,23 @@ class Manifest:
         """
         return artifact_digest(self.raw_digests, algorithm)
 
+    def __repr__(self) -> str:
+        return f"<Manifest: {len(self.entries)} files in {len(self._dirs)} folders, {len(self.skipped)} skipped>"
+
+
+def _sort_key(kid: ManifestEntry | str) -> str:
+    return kid if kid.__class__ is str else kid.path  # type: ignore[return-value,union-attr]
+
+
+_B64_128 = re.compile(r"[A-Za-z0-9+/]{22}==")
+"""Exactly the strings ``base64.b64decode(s, validate=True)`` turns into 16 bytes."""
+
 
 def _b64_to_hex(digest: str) -> str | None:
     """Hex of a base64-encoded 128-bit digest, or ``None`` if it isn't one."""
-    try:
-        raw = base64.b64decode(digest, validate=True)
-    except (binascii.Error, ValueError):
+    if not isinstance(digest, str) or _B64_128.fullmatch(digest) is None:
         return None
-    if len(raw) != _DIGEST_BYTES:
-        return None
-    return raw.hex()
+    return binascii.a2b_base64(digest).hex()
 
 
 def _check_path(path: str) -> str | None:
@@ -228,85 +413,311 @@ def _check_path(path: str) -> str | None:
     return None
 
 
-def _parse_entry(path: str, raw: Any) -> ManifestEntry | str:
-    """Build a :class:`ManifestEntry`, or return the reason it's invalid."""
-    if (reason := _check_path(path)) is not None:
-        return reason
-    if not isinstance(raw, Mapping):
-        return "entry is not an object"
+class _Builder:
+    """Collects a manifest's ``contents`` one entry at a time (the last of a repeated
+    path wins, as with ``json.loads`` and so the SDK); reports what it skipped at the end."""
 
-    digest = raw.get("digest")
-    if not isinstance(digest, str) or not digest:
-        return "missing digest"
+    def __init__(self) -> None:
+        self.candidates: dict[str, ManifestEntry] = {}
+        self.bad: dict[str, str] = {}               # path -> why it is not shown
+        self.dups: list[str] = []
+        self.skipped_digests: dict[str, str] = {}   # digests of entries not shown (the artifact digest)
+        self.births: dict[str, str] = {}            # one string per birth artifact id, not one per file
 
-    size = raw.get("size")
-    if size is None:
-        return "missing size"
-    if isinstance(size, bool) or not isinstance(size, int):
-        return f"size is not an integer: {size!r}"
-    if size < 0:
-        return f"negative size: {size}"
-    if size > MAX_SIZE:
-        return f"size out of range: {size} (more than 2^63-1 bytes)"
+    def reset(self) -> None:
+        """A second ``contents`` key: as with ``json.loads``, only the last counts."""
+        self.__init__()  # type: ignore[misc]
 
-    extra = raw.get("extra", {})
-    if extra is None:
-        extra = {}
-    if not isinstance(extra, Mapping):
-        return "extra is not an object"
-    alg_tag = extra.get("alg")
-    if alg_tag is None:
+    def add(self, path: Any, raw: Any) -> None:
+        if path in self.candidates or path in self.bad:
+            self.dups.append(path)
+            old = self.candidates.pop(path, None)
+            if old is not None:
+                self.skipped_digests[path] = old.digest
+            self.bad.pop(path, None)
+        # The common entry, checked inline (this runs once per file): a dict with a base64
+        # md5, an int size, no ref, no or empty extra, and a plain short ASCII path.
+        if (raw.__class__ is dict and path.__class__ is str and 0 < len(path) <= 255 and path.isascii()
+                and "//" not in path and "/." not in path and "\0" not in path
+                and path[0] not in "./" and path[-1] != "/"):
+            digest = raw.get("digest")
+            size = raw.get("size")
+            if (digest.__class__ is str and size.__class__ is int and 0 <= size <= MAX_SIZE
+                    and not raw.get("extra") and raw.get("ref") is None and _B64_128.fullmatch(digest)):
+                birth = raw.get("birthArtifactID")
+                if birth is None or birth.__class__ is str:
+                    if birth is not None:
+                        birth = self.births.setdefault(birth, birth)
+                    self.candidates[path] = _entry(path, digest, size, "md5", birth, None, _NO_EXTRA)
+                    return
+        parsed = self._entry(path, raw) if isinstance(path, str) else "path is not a string"
+        if parsed.__class__ is ManifestEntry:
+            self.candidates[path] = parsed  # type: ignore[assignment]
+        else:
+            key = path if isinstance(path, str) else repr(path)
+            self.bad[key] = parsed  # type: ignore[assignment]
+            if isinstance(raw, Mapping) and isinstance(raw.get("digest"), str):
+                self.skipped_digests[key] = raw["digest"]
+
+    def _entry(self, path: str, raw: Any) -> ManifestEntry | str:
+        """The entry, or why it is invalid (every case; ``add`` has the fast one)."""
+        if (reason := _check_path(path)) is not None:
+            return reason
+        if not isinstance(raw, Mapping):
+            return "entry is not an object"
+        digest = raw.get("digest")
+        if not isinstance(digest, str) or not digest:
+            return "missing digest"
+        size = raw.get("size")
+        if size is None:
+            return "missing size"
+        if isinstance(size, bool) or not isinstance(size, int):
+            return f"size is not an integer: {size!r}"
+        size = int(size)
+        if size < 0:
+            return f"negative size: {size}"
+        if size > MAX_SIZE:
+            return f"size out of range: {size} (more than 2^63-1 bytes)"
+
+        extra = raw.get("extra", {})
+        if extra is None:
+            extra = {}
+        if not isinstance(extra, Mapping):
+            return "extra is not an object"
         alg: Alg = "md5"
-    elif isinstance(alg_tag, str) and alg_tag in _ALG_TAGS:
-        alg = _ALG_TAGS[alg_tag]
-    else:
-        return f"unsupported digest algorithm {alg_tag!r}"
+        alg_tag = extra.get("alg")
+        if alg_tag is not None:
+            if isinstance(alg_tag, str) and alg_tag in _ALG_TAGS:
+                alg = _ALG_TAGS[alg_tag]
+            else:
+                return f"unsupported digest algorithm {alg_tag!r}"
 
-    ref = raw.get("ref")
-    if ref is not None and (not isinstance(ref, str) or not ref):
-        return "ref is not a string"
+        ref = raw.get("ref")
+        if ref is not None and (not isinstance(ref, str) or not ref):
+            return "ref is not a string"
 
-    birth = raw.get("birthArtifactID")
-    if birth is not None and not isinstance(birth, str):
-        return "birthArtifactID is not a string"
+        birth = raw.get("birthArtifactID")
+        if birth is not None:
+            if not isinstance(birth, str):
+                return "birthArtifactID is not a string"
+            birth = self.births.setdefault(birth, birth)
 
-    hex_digest = _b64_to_hex(digest)
-    is_content_hash = ref is None or urlparse(ref).scheme == "file"
-    if is_content_hash and hex_digest is None:
-        # A stored file must be content-addressable, or we can neither cache
-        # nor verify it.
-        return f"digest is not a base64 128-bit hash: {digest!r}"
+        if ref is None or urlparse(ref).scheme == "file":
+            # A stored file must be content-addressable, or we can neither cache nor verify it.
+            if _B64_128.fullmatch(digest) is None:
+                return f"digest is not a base64 128-bit hash: {digest!r}"
+        return _entry(path, digest, size, alg, birth, ref, MappingProxyType(dict(extra)) if extra else _NO_EXTRA)
 
-    return ManifestEntry(
-        path=path,
-        digest=digest,
-        size=size,
-        alg=alg,
-        md5_hex=hex_digest if (alg == "md5" and is_content_hash) else None,
-        birth_artifact_id=birth,
-        ref=ref,
-        extra=MappingProxyType(dict(extra)),
-    )
+    def finish(self, storage_layout: str | None, storage_policy: str | None,
+               storage_region: str | None) -> Manifest:
+        skipped: list[tuple[str, str]] = []
+
+        def skip(path: str, reason: str) -> None:
+            log.warning("manifest: skipping entry %r: %s", path, reason)
+            skipped.append((path, reason))
+
+        for dup in self.dups:
+            skip(dup, "duplicate path (a later entry with the same path wins)")
+        for path, reason in self.bad.items():
+            skip(path, reason)
+
+        entries = self.candidates
+        dirs: dict[str, list[ManifestEntry | str]] = {"": []}
+        for path in entries:
+            d = path.rpartition("/")[0]
+            while d and d not in dirs:    # a folder not seen yet, and the ones above it
+                dirs[d] = []
+                d = d.rpartition("/")[0]
+        for d in list(dirs):
+            if d:
+                dirs[d.rpartition("/")[0]].append(d)
+        if len(dirs) > 1:
+            for path in [p for p in entries if p in dirs]:
+                skip(path, "file/folder clash: a folder with the same path exists")
+                self.skipped_digests[path] = entries.pop(path).digest
+        for path, e in entries.items():
+            dirs[path.rpartition("/")[0]].append(e)
+        return Manifest(entries, dirs, storage_layout, storage_policy, storage_region, skipped,
+                        self.skipped_digests)
 
 
-class _Contents(dict):  # type: ignore[type-arg]
-    """Marks a JSON object so duplicate keys can be reported after parsing."""
+# ---- reading raw JSON a window at a time -------------------------------------------------
 
-    duplicates: list[str]
+_WS = re.compile(r"[ \t\n\r]*")
+_scanstring = json.decoder.scanstring
+_scan_value = json.JSONDecoder().scan_once
+_WINDOW: Final = 1 << 20
 
 
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the *last* value of a repeated key; so does the SDK
-    # (it parses with a plain JSON parser).  Keep that, but remember which
-    # keys repeated so the earlier copies can be reported as skipped.
-    out = _Contents()
-    dups: list[str] = []
-    for k, v in pairs:
-        if k in out:
-            dups.append(k)
-        out[k] = v
-    out.duplicates = dups
-    return out
+class _NotAnObject(Exception):
+    """Valid JSON, but not an object."""
+
+
+class _Text:
+    """Decoded text of a JSON document, a window at a time: ``text[i:]`` is what is left of
+    the window; ``more()`` appends the next chunk (the part before ``i`` is dropped)."""
+
+    def __init__(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            self.text, self._data, self._decoder = data, b"", None
+        else:
+            self._data = data
+            self._decoder = codecs.getincrementaldecoder(json.detect_encoding(data))("surrogatepass")
+            self.text = ""
+        self._pos = 0
+        self.i = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self._pos >= len(self._data)
+
+    def more(self, at_least: int = _WINDOW) -> bool:
+        """Read the next chunk; False when everything was read."""
+        if self._decoder is None or self.exhausted:
+            return False
+        end = min(len(self._data), self._pos + max(at_least, _WINDOW))
+        chunk = self._decoder.decode(self._data[self._pos:end], final=end >= len(self._data))
+        self._pos = end
+        self.text = self.text[self.i:] + chunk
+        self.i = 0
+        return True
+
+    def ws(self) -> None:
+        self.i = _WS.match(self.text, self.i).end()  # type: ignore[union-attr]
+        while self.i >= len(self.text) and self.more():
+            self.i = _WS.match(self.text, self.i).end()  # type: ignore[union-attr]
+
+    def peek(self) -> str:
+        self.ws()
+        if self.i >= len(self.text):
+            raise ValueError("unexpected end of data")
+        return self.text[self.i]
+
+    def expect(self, ch: str) -> None:
+        if self.peek() != ch:
+            raise ValueError(f"expected {ch!r} at char {self.i}")
+        self.i += 1
+
+    def _attempt(self, fn: Callable[[str, int], tuple[Any, int]]) -> Any:
+        """One value or string read by ``fn``; near the window's end, more text first."""
+        while True:
+            if len(self.text) - self.i < 65536 and not self.exhausted:
+                self.more()
+            try:
+                value, end = fn(self.text, self.i)
+            except (ValueError, StopIteration, IndexError) as e:
+                if self.more(2 * len(self.text)):
+                    continue
+                if isinstance(e, StopIteration):
+                    raise ValueError(f"expecting a value at char {self.i}") from None
+                raise ValueError(str(e)) from None
+            if end >= len(self.text) and not self.exhausted:
+                # A number or literal may go on past the window: read it again with more.
+                self.more()
+                continue
+            self.i = end
+            return value
+
+    def string(self) -> str:
+        self.expect('"')
+        return self._attempt(lambda text, i: _scanstring(text, i, True))  # type: ignore[no-any-return]
+
+    def value(self) -> Any:
+        self.ws()
+        return self._attempt(_scan_value)
+
+    def end(self) -> None:
+        self.ws()
+        if self.i < len(self.text) or not self.exhausted:
+            raise ValueError(f"extra data at char {self.i}")
+
+
+def _read_object(t: _Text, on_value: Callable[[str], None]) -> None:
+    """The members of the object at ``t`` (``{`` next): ``on_value(key)`` reads each value."""
+    t.expect("{")
+    if t.peek() == "}":
+        t.i += 1
+        return
+    while True:
+        key = t.string()
+        t.expect(":")
+        on_value(key)
+        ch = t.peek()
+        t.i += 1
+        if ch == "}":
+            return
+        if ch != ",":
+            raise ValueError(f"expected ',' or '}}' at char {t.i - 1}")
+
+
+_KEY = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')
+"""A member's key without escapes, and the colon after it (the fast path)."""
+_SEP = re.compile(r"[ \t\n\r]*([,}])")
+_LOW: Final = 65536
+"""Read more once less than this is left in the window (a larger entry is read again with more)."""
+
+
+def _read_contents(t: _Text, add: Callable[[str, Any], None]) -> None:
+    """``contents``, entry by entry, with C doing the work (a key by regex, the value by the
+    JSON scanner): the hot loop of a manifest of 200,000 files."""
+    t.expect("{")
+    if t.peek() == "}":
+        t.i += 1
+        return
+    text, i, n = t.text, t.i, len(t.text)
+    while True:
+        if n - i < _LOW and not t.exhausted:
+            t.i = i
+            t.more()
+            text, i, n = t.text, t.i, len(t.text)
+        m = _KEY.match(text, i)
+        try:
+            if m is not None:
+                key = m.group(1)
+                value, end = _scan_value(text, m.end())
+            else:                          # escapes in the key: the general reader
+                t.i = i
+                key = t.string()
+                t.expect(":")
+                t.ws()
+                text, i, n = t.text, t.i, len(t.text)
+                value, end = _scan_value(text, i)
+            sep = _SEP.match(text, end)
+            if sep is None or (end >= n and not t.exhausted):
+                raise ValueError(f"expected ',' or '}}' at char {end}")
+        except (ValueError, StopIteration) as e:
+            t.i = i
+            if t.more(2 * n):              # the entry went on past the window: again, with more
+                text, i, n = t.text, t.i, len(t.text)
+                continue
+            raise ValueError(f"expecting a value at char {i}" if isinstance(e, StopIteration) else str(e)) from None
+        add(key, value)
+        i = sep.end()
+        if sep.group(1) == "}":
+            t.i = i
+            return
+
+
+def _read_json(data: bytes | str, builder: _Builder) -> dict[str, Any]:
+    """The top-level members of a manifest's JSON; ``contents`` goes to ``builder`` entry by
+    entry (the returned dict then says ``contents: True``)."""
+    t = _Text(data)
+    if t.peek() != "{":
+        json.loads(data)    # raises for text that is not JSON at all
+        raise _NotAnObject()
+    top: dict[str, Any] = {}
+
+    def member(key: str) -> None:
+        if key == "contents" and t.peek() == "{":
+            if top.get("contents") is True:
+                builder.reset()
+            _read_contents(t, builder.add)
+            top[key] = True
+        else:
+            top[key] = t.value()
+    _read_object(t, member)
+    t.end()
+    return top
 
 
 def parse_manifest(data: Mapping[str, Any] | bytes | str) -> Manifest:
@@ -319,7 +730,7 @@ def parse_manifest(data: Mapping[str, Any] | bytes | str) -> Manifest:
 
     Per-entry problems are logged with ``logging.warning`` and recorded in
     :attr:`Manifest.skipped`; see :func:`_check_path` and the reasons in
-    ``_parse_entry`` for the list.  When a file and a folder share a name
+    ``_Builder._entry`` for the list.  When a file and a folder share a name
     (``"a"`` and ``"a/b"``), the folder is kept and the file skipped: a file
     can't also be a directory, and keeping the folder loses fewer entries.
 
@@ -327,9 +738,12 @@ def parse_manifest(data: Mapping[str, Any] | bytes | str) -> Manifest:
         ValueError: the input is not JSON, not an object, not manifest
             version 1, or has no ``contents`` object.
     """
+    builder = _Builder()
     if isinstance(data, (bytes, bytearray, str)):
         try:
-            doc = json.loads(data, object_pairs_hook=_pairs_hook)
+            doc: Any = _read_json(bytes(data) if isinstance(data, bytearray) else data, builder)
+        except _NotAnObject:
+            raise ValueError("manifest is not a JSON object") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"manifest is not valid JSON: {e}") from e
     else:
@@ -340,74 +754,21 @@ def parse_manifest(data: Mapping[str, Any] | bytes | str) -> Manifest:
     if version != 1 or isinstance(version, bool):
         raise ValueError(f"unsupported manifest version {version!r} (expected 1)")
     contents = doc.get("contents")
-    if not isinstance(contents, Mapping):
-        raise ValueError("manifest has no 'contents' object")
+    if contents is not True:
+        if not isinstance(contents, Mapping):
+            raise ValueError("manifest has no 'contents' object")
+        for path, raw in contents.items():
+            builder.add(path, raw)
 
     policy_cfg = doc.get("storagePolicyConfig")
     if not isinstance(policy_cfg, Mapping):
         policy_cfg = {}
-    storage_policy = doc.get("storagePolicy")
-
-    skipped: list[tuple[str, str]] = []
-
-    def skip(path: str, reason: str) -> None:
-        log.warning("manifest: skipping entry %r: %s", path, reason)
-        skipped.append((path, reason))
-
-    for dup in getattr(contents, "duplicates", ()):
-        skip(dup, "duplicate path (a later entry with the same path wins)")
-
-    raw_digests: dict[str, str] = {}
-    candidates: dict[str, ManifestEntry] = {}
-    for path, raw in contents.items():
-        if not isinstance(path, str):
-            skip(repr(path), "path is not a string")
-            continue
-        if isinstance(raw, Mapping) and isinstance(raw.get("digest"), str):
-            raw_digests[path] = raw["digest"]
-        parsed = _parse_entry(path, raw)
-        if isinstance(parsed, str):
-            skip(path, parsed)
-        else:
-            candidates[path] = parsed
-
-    dirs: set[tuple[str, ...]] = {()}
-    for entry in candidates.values():
-        parts = entry.parts
-        for i in range(1, len(parts)):
-            dirs.add(parts[:i])
-
-    entries: dict[str, ManifestEntry] = {}
-    for path, entry in candidates.items():
-        if entry.parts in dirs:
-            skip(path, "file/folder clash: a folder with the same path exists")
-        else:
-            entries[path] = entry
-
-    children: dict[tuple[str, ...], dict[str, TreeNode]] = {d: {} for d in dirs}
-    for d in dirs:
-        if d:
-            children[d[:-1]][d[-1]] = DIR
-    for entry in entries.values():
-        parts = entry.parts
-        children[parts[:-1]][parts[-1]] = entry
-    tree = {
-        d: MappingProxyType(dict(sorted(kids.items()))) for d, kids in sorted(children.items())
-    }
 
     def opt_str(v: Any) -> str | None:
         return v if isinstance(v, str) else None
 
-    return Manifest(
-        entries=MappingProxyType(entries),
-        tree=MappingProxyType(tree),
-        storage_layout=opt_str(policy_cfg.get("storageLayout")),
-        storage_policy=opt_str(storage_policy),
-        storage_region=opt_str(policy_cfg.get("storageRegion")),
-        version=1,
-        skipped=skipped,
-        raw_digests=MappingProxyType(raw_digests),
-    )
+    return builder.finish(opt_str(policy_cfg.get("storageLayout")), opt_str(doc.get("storagePolicy")),
+                          opt_str(policy_cfg.get("storageRegion")))
 
 
 def artifact_digest(
