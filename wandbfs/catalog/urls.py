@@ -34,13 +34,15 @@ __all__ = ["SignedUrls", "match_urls"]
 
 
 def match_urls(wanted: dict[str, ManifestEntry], answers: list[FileUrl]) -> dict[str, str]:
-    """Which answer is which file asked for: by name, else (for a server that names a file
-    by its last component only) by the manifest digest, which names the bytes the URL serves."""
-    by_name = {a.name: a.url for a in answers}
+    """Which answer is which file asked for. By the manifest digest, which names the bytes
+    the URL serves (W&B's query names a file by ``displayName``, which may be only its last
+    component: ``a/x.bin`` and ``b/x.bin`` both answer as ``x.bin``); by name only for an
+    answer without a digest."""
     by_digest = {a.digest: a.url for a in answers if a.digest}
+    by_name = {a.name: a.url for a in answers if not a.digest}
     out: dict[str, str] = {}
     for path, entry in wanted.items():
-        url = by_name.get(path) or by_digest.get(entry.digest)
+        url = by_digest.get(entry.digest) or by_name.get(path)
         if url is not None:
             out[path] = url
     return out

@@ -1,0 +1,83 @@
+"""A version of 20,000 files on a real mount: listed whole, and opening one file asks W&B
+for the URLs of a bounded batch of files, never for every page of the version's URLs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.fs.conftest import blob_gets
+from tests.helpers import wait_for
+from wandbfs.catalog.urls import SignedUrls
+from wandbfs.emulator.seed import publish
+
+N = 20_000
+BLOBS = [f"shared content {k}\n".encode() * 4 for k in range(50)]
+
+
+def _name(i: int) -> str:
+    return f"sample-{i:05d}.json"
+
+
+@pytest.fixture(scope="module")
+def huge(emulator):
+    """Published straight into the store (the SDK would take minutes for 20,000 files):
+    a flat folder of 20,000 files and one unique file."""
+    files = {_name(i): BLOBS[i % len(BLOBS)] for i in range(N)}
+    files["unique.bin"] = os.urandom(5000)
+    publish(emulator.store, "acme", "dataset", "huge-flat", files, type_name="dataset")
+    return files
+
+
+def _url_requests(emu):
+    return [e for e in emu.log.entries("graphql")
+            if e.operation in ("ArtifactMembershipFiles", "GetArtifactMembershipFileUrls")]
+
+
+def test_listing_20000_files_and_opening_one_asks_for_one_batch(emu, mount, huge, tmp_path):
+    m = mount("--cache-dir", str(tmp_path / "cache"), "--no-warm")
+    vdir = m.path / "acme/dataset/huge-flat/v0"
+    t0 = time.monotonic()
+    names = os.listdir(vdir)
+    listed = time.monotonic() - t0
+    assert len(names) == N + 1 and set(names) == set(huge)
+    assert _url_requests(emu) == [] and blob_gets(emu) == []   # a listing costs no URL, no byte
+    out = subprocess.run(["ls", "-l", str(vdir)], capture_output=True, text=True, timeout=120, check=True)
+    assert len(out.stdout.splitlines()) == N + 2     # "total" and every file, with its size
+    assert os.stat(vdir / _name(7)).st_size == len(huge[_name(7)])
+
+    emu.log.clear()
+    assert (vdir / "unique.bin").read_bytes() == huge["unique.bin"]
+    reqs = _url_requests(emu)
+    assert [r.operation for r in reqs] == ["ArtifactMembershipFiles"], reqs
+    asked = reqs[0].variables["fileNames"]
+    assert asked[0] == "unique.bin" and len(asked) <= SignedUrls.BATCH
+
+    emu.log.clear()
+    assert (vdir / _name(123)).read_bytes() == huge[_name(123)]
+    assert (vdir / _name(124)).read_bytes() == huge[_name(124)]   # its URL came with the one before
+    reqs = _url_requests(emu)
+    assert [r.operation for r in reqs] == ["ArtifactMembershipFiles"]
+    assert reqs[0].variables["fileNames"][:2] == [_name(123), _name(124)]
+    print(f"listed {N} files in {listed:.2f}s")
+
+
+def test_warm_ups_of_a_huge_version_stay_bounded(emu, mount, huge, tmp_path):
+    m = mount("--cache-dir", str(tmp_path / "cache"))
+    vdir = m.path / "acme/dataset/huge-flat/v0"
+    emu.log.clear()
+    assert (vdir / _name(5)).read_bytes() == huge[_name(5)]
+    # The first open warms the files after it in its folder: at most Warmups.SMALL_FILES of
+    # them, fetched by URL batches of at most BATCH names; never the whole version's pages.
+    from wandbfs.fuse.warmups import Warmups
+
+    wait_for(lambda: len({g.path for g in blob_gets(emu)}) >= len(BLOBS), timeout=60,
+             what="the warm-up to fetch the folder's next files")
+    reqs = _url_requests(emu)
+    assert all(r.operation == "ArtifactMembershipFiles" for r in reqs)
+    assert all(len(r.variables["fileNames"]) <= SignedUrls.BATCH for r in reqs)
+    asked = {n for r in reqs for n in r.variables["fileNames"]}
+    assert len(asked) <= Warmups.SMALL_FILES + SignedUrls.BATCH
