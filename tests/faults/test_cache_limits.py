@@ -133,8 +133,9 @@ def test_disk_filling_up_mid_download_switches_to_uncached(emu, mount, tmpfs, tm
         result["sha"] = hashlib.sha256(f.read_bytes()).hexdigest()
     t = threading.Thread(target=reader)
     t.start()
-    wait_for(lambda: (cache / "artifacts/tmp").exists() and any((cache / "artifacts/tmp").iterdir()),
-             timeout=20, what="the download to start")
+    downloads = (cache / "artifacts/tmp", cache / "wandbfs-meta/partial/md5")   # a temp or a partial object
+    wait_for(lambda: any(d.exists() and any(d.iterdir()) for d in downloads), timeout=20,
+             what="the download to start")
     with open(cache / "ballast", "wb") as b:   # someone else fills the disk
         try:
             while True:

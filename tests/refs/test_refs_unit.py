@@ -15,7 +15,7 @@ from tests.refs.conftest import Origin
 from wandbfs.cache.store import ObjectCache, object_key
 from wandbfs.fill.fetcher import Fetcher
 from wandbfs.model.manifest import parse_manifest
-from wandbfs.fill.item import FetchPolicy, FetchStats
+from wandbfs.fill.getter import FetchPolicy, FetchStats
 from wandbfs.fill.errors import RefChanged, RefDenied, Unsupported
 from wandbfs.fill.refs import (HttpSource, RefResolver, etag_matches, expected_etag, is_unchecksummed_file_ref, local_path,
                           parse_s3, total_size, unsupported_reason)

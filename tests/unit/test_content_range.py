@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wandbfs.fill.item import FetchPolicy
+from wandbfs.fill.getter import FetchPolicy
 from wandbfs.model.ranges import content_range_problem, parse_content_range
 
 SIZE = 10_000

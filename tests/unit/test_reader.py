@@ -27,7 +27,7 @@ from wandbfs.cache.eviction import CacheLimits, Evictor
 from wandbfs.fill.errors import BadBytes
 from wandbfs.fill.fetcher import Fetcher, FetchPolicy, FillItem, close_if_idle
 from wandbfs.model.manifest import ManifestEntry, parse_manifest
-from wandbfs.fill.item import FetchStats
+from wandbfs.fill.getter import FetchStats
 from wandbfs.fill.reader import ObjectReader, ReadCounters
 
 MiB = 1 << 20
@@ -146,10 +146,11 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 10) -> Non
 
 
 async def settle(fetcher: Fetcher, entry: ManifestEntry) -> None:
-    """Wait for the object's fill (if any) to end, and for its clean-up to run."""
+    """Wait for the object's fill (if any) to end or be parked (an adaptive fill nobody
+    holds), and for its clean-up to run."""
     got = await fetcher.open_object(None, entry)  # type: ignore[arg-type]
     if isinstance(got, FillItem):
-        await got.done.wait()
+        await until(lambda: got.done.is_set() or got.parked, "the fill to end or park")
     await until(lambda: fetcher.stats.in_flight == 0, "the fill to end")
 
 

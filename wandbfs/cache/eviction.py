@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from wandbfs.cache.partial import Partials
 from wandbfs.cache.store import ObjectCache
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class Evictor:
         return st.f_bavail * st.f_frsize
 
     def scan(self) -> tuple[list[CachedObject], int]:
+        """Every object, and every partial object (cache/partial.py) by the blocks it takes."""
         objs = [CachedObject(p, st.st_size, st.st_atime) for p, st in self.cache.iter_objects()]
+        objs += [CachedObject(p, st.st_blocks * 512, st.st_atime) for p, st in Partials(self.cache).iter()]
         return objs, sum(o.size for o in objs)
 
     def reserve(self, need: int) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from wandbfs.cache.partial import Partials
 from wandbfs.cache.store import ObjectCache, default_cache_root
 from wandbfs.cache.eviction import CacheLimits, CachedObject, Evictor, format_size, parse_size
 from wandbfs.cache.pins import PinStore
@@ -59,12 +60,16 @@ def cache_stats(cache: ObjectCache) -> dict[str, Any]:
             pinned_count += 1
             pinned_bytes += st.st_size
     temps = list(cache.iter_temps())
+    partials = Partials(cache)
+    parts = list(partials.iter())
     return {
         "cache_dir": str(cache.root),
         "objects": count, "bytes": total, "by_kind": kinds,
         "pinned_versions": len(pins), "pinned_objects": pinned_count,
         "pinned_bytes": pinned_bytes,
         "temp_files": len(temps), "temp_bytes": sum(st.st_blocks * 512 for _, st in temps),
+        "partial_objects": len(parts), "partial_bytes": sum(partials.present_bytes(p) for p, _ in parts),
+        "partial_disk_bytes": sum(st.st_blocks * 512 for _, st in parts),
         "disk_free": evictor.disk_free(),
         "least_recent_use": oldest, "most_recent_use": newest,
     }
@@ -79,7 +84,7 @@ def cache_group() -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help=CACHE_DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats_cmd(cache_dir: Path | None, as_json: bool) -> None:
-    """Objects and bytes in the cache, pinned versions, temp files, free disk space."""
+    """Objects and bytes in the cache, partial objects, pinned versions, temp files, free disk space."""
     s = cache_stats(_cache(cache_dir))
     if as_json:
         click.echo(json.dumps(s, indent=1))
@@ -90,6 +95,8 @@ def stats_cmd(cache_dir: Path | None, as_json: bool) -> None:
         click.echo(f"  {kind:<10} {k['objects']} ({format_size(k['bytes'])})")
     click.echo(f"pinned       {s['pinned_versions']} versions, {s['pinned_objects']} objects "
                f"({format_size(s['pinned_bytes'])})")
+    click.echo(f"partial      {s['partial_objects']} objects read in part ({format_size(s['partial_bytes'])} "
+               f"present; completed when a file is read to its end)")
     click.echo(f"temp files   {s['temp_files']} ({format_size(s['temp_bytes'])})")
     click.echo(f"disk free    {format_size(s['disk_free'])}")
     if s["least_recent_use"]:

@@ -38,7 +38,7 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
           no_lineage: bool, reader_runs: bool, missing_run_grace: float, access_log: Path | None, allow_other: bool, read_timeout: float, lookup_timeout: float,
           wandb_timeout: float, verify: str, part_size: int,
-          concurrency: int, warm: bool, read_ahead_kb: int, xattrs: bool, metrics_addr: str | None, log_format: str,
+          concurrency: int, fill: str, warm: bool, read_ahead_kb: int, xattrs: bool, metrics_addr: str | None, log_format: str,
           foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from wandbfs.cache.eviction import parse_size
@@ -59,7 +59,8 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,
                          run_id=run_id, allow_other=allow_other, read_timeout=read_timeout, verify=verify,
                          lookup_timeout=lookup_timeout, wandb_timeout=wandb_timeout,
-                         part_size=part_size << 20, concurrency=concurrency, read_ahead_kb=read_ahead_kb, warm=warm,
+                         part_size=part_size << 20, concurrency=concurrency, adaptive=fill == "adaptive",
+                         read_ahead_kb=read_ahead_kb, warm=warm,
                          log_file=log_file.absolute() if log_file else None, debug=debug)
     try:
         if foreground:

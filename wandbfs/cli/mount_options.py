@@ -59,6 +59,11 @@ def mount_params() -> list[click.Parameter]:
                              "only objects whose digest was verified (the first read waits for the whole file)."),
         click.Option(["--part-size"], default=8, show_default=True, help="MiB per ranged GET for large files."),
         click.Option(["--concurrency"], default=4, show_default=True, help="Parallel ranged GETs per file."),
+        click.Option(["--fill"], type=click.Choice(["adaptive", "whole"]), default="adaptive", show_default=True,
+                        help="adaptive: fetch what is read plus a read-ahead window that grows on sequential "
+                             "reads (whole file once reads are sequential or cover half of it; the parts fetched "
+                             "stay in the cache for the next open). whole: every open of a file larger than one "
+                             "part fetches all of it in the background."),
         click.Option(["--warm/--no-warm"], default=True, show_default=True,
                         help="Fetch ahead in the background: manifests when a collection is listed, signed URLs "
                              "when a version is looked up, a version's small files when one of them is opened."),

@@ -33,6 +33,7 @@ class MountConfig:
     verify: str = "stream"
     part_size: int = 8 << 20
     concurrency: int = 4
+    adaptive: bool = True          # --fill adaptive (else whole)
     read_ahead_kb: int = 1024
     warm: bool = True
     cache_max_size: int | None = None

@@ -213,7 +213,8 @@ async def _main(config: MountConfig, client: Any, meta: Any, cache: Any, locks: 
                         verify=config.verify, warm=config.warm, reader_runs=config.reader_runs,
                         xattrs=config.xattrs, uid=os.getuid(), gid=os.getgid())
     policy = FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
-                         part_size=config.part_size, concurrency=config.concurrency)
+                         part_size=config.part_size, concurrency=config.concurrency,
+                         adaptive=config.adaptive)
     with ExitStack() as closing:
         if metrics is not None:
             closing.callback(metrics.close)

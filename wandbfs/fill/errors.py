@@ -10,9 +10,11 @@ and ``Transient`` never leave a ``RangeGetter``: they steer its retry loop.
 
 from __future__ import annotations
 
+from wandbfs.model.manifest import ManifestEntry
 from wandbfs.sdk.client import AuthError, BackendError
 
-__all__ = ["BadBytes", "FetchError", "NoSpace", "RefChanged", "RefDenied", "Transient", "Unsupported", "UrlRefused"]
+__all__ = ["BadBytes", "FetchError", "NoSpace", "RefChanged", "RefDenied", "Transient", "Unsupported", "UrlRefused",
+           "mismatch_message"]
 
 
 class FetchError(BackendError):
@@ -51,3 +53,11 @@ class UrlRefused(Exception):
 class Transient(Exception):
     """A part ended early or got a retryable answer (5xx, 429, reset, stall, wrong range):
     retried with backoff, from the last byte received."""
+
+
+def mismatch_message(entry: ManifestEntry) -> str:
+    """What a reader's error says when the bytes fail the manifest digest (keeps "do not match":
+    the mount drops the file's pages and strict mode refetches on it)."""
+    if entry.ref is not None:
+        return f"{entry.path}: {entry.ref} changed since it was logged: its bytes do not match the manifest digest"
+    return f"{entry.path}: bytes from W&B do not match the manifest digest"

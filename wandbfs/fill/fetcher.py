@@ -36,11 +36,13 @@ from typing import Any, Awaitable, Callable
 import trio
 import urllib3
 
+from wandbfs.cache.partial import Partials
 from wandbfs.cache.store import ObjectCache
 from wandbfs.cache.eviction import CacheLimits, Evictor
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.errors import BadBytes, FetchError, NoSpace
-from wandbfs.fill.item import FetchPolicy, FetchStats, FillItem
+from wandbfs.fill.getter import FetchPolicy, FetchStats
+from wandbfs.fill.item import FillItem
 from wandbfs.fill.refs import RefResolver
 from wandbfs.fill.stream import UncachedStream
 from wandbfs.sdk.client import VersionDetail
@@ -60,8 +62,8 @@ def close_if_idle(item: FillItem) -> None:
     check, so a reader that lets go in between leaves the descriptor (and its shared flock:
     the object can never be evicted) open until unmount. Called once ``done`` is set, this
     closes it (an acquire/release pair closes exactly when nobody else holds it)."""
-    item.acquire()
-    item.release()
+    if item.acquire():
+        item.release()
 
 
 class Fetcher:
@@ -82,6 +84,7 @@ class Fetcher:
         self._streams: dict[Path, UncachedStream] = {}
         self._stopping = False          # cancel_all() was called: the mount is going away
         self._http = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
+        self.partials = Partials(cache)
         self.refs = RefResolver(self._http, self.policy, self.stats)
         self.metrics = metrics
 
@@ -101,7 +104,7 @@ class Fetcher:
             if self.is_verified(entry):
                 return key
             item = self._fills.get(key)
-            if item is not None and (item.done.is_set() or item.error is not None):
+            if item is not None and (item.done.is_set() or item.error is not None or item.parked):
                 self._fills.pop(key, None)
                 if item.error is None and item.path is not None:
                     self._verified.add(item.path)
@@ -160,6 +163,7 @@ class Fetcher:
         An object with no room in the cache is left alone: it is streamed when read."""
         got = await self.open_object(detail, entry)
         if isinstance(got, FillItem):
+            got.go_whole()
             await got.done.wait()
         elif isinstance(got, UncachedStream):
             self.forget_stream(got)
@@ -225,6 +229,7 @@ class Fetcher:
                 lock.close()
                 return hit
             policy, source = self.policy, None
+            whole = not policy.adaptive or entry.size <= max(policy.part_size, 1 << 20)
             if entry.ref is not None:
                 # Not cached: check the referenced object against the manifest before anything
                 # is reserved or written (gone, changed, refused, or a scheme we cannot read).
@@ -232,12 +237,14 @@ class Fetcher:
                 await trio.to_thread.run_sync(source.prepare, limiter=self.limiter)
                 if not source.ranges:  # the server cannot send parts: one whole GET
                     policy = dataclasses.replace(policy, part_size=max(entry.size, 1), concurrency=1)
+                    whole = True
             if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=self.limiter):
                 lock.close()
                 return self.uncached(detail, entry)
             try:
                 item = FillItem(entry, self.cache, policy, self._url_fn(detail, entry), self._http, self.stats,
-                                source.getter if source is not None else None)
+                                source.getter if source is not None else None, whole=whole,
+                                partials=self.partials)
             except OSError as e:
                 self.evictor.settle(entry.size)
                 if not self.cache.note_unwritable(e):  # no temp file in a read-only cache
@@ -305,10 +312,7 @@ class Fetcher:
     async def _run_fill(self, item: FillItem, key: Path, lock: contextlib.ExitStack) -> None:
         self.stats.in_flight += 1
         try:
-            async with trio.open_nursery() as n:
-                for _ in range(item.workers):
-                    n.start_soon(self._thread, item.run_worker)
-                n.start_soon(self._thread, item.run_hasher)
+            await item.drive(self._thread)
         finally:
             self.stats.in_flight -= 1
             if self.metrics is not None and item.first_byte_s is not None:

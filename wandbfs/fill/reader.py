@@ -35,7 +35,7 @@ import trio
 from wandbfs.fill.errors import FetchError, NoSpace
 from wandbfs.fill.fetcher import Fetcher, FillItem, UncachedStream
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.fill.item import CHUNK
+from wandbfs.fill.getter import CHUNK
 from wandbfs.sdk.client import AuthError, BackendError, NotFound, VersionDetail
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,9 @@ class ObjectReader:
                 return
             self.counters.opens_missed += 1
             if isinstance(got, FillItem):
-                self._take_item(got)
-                return
+                if self._take_item(got) or self.closed:
+                    return
+                continue   # parked (let go by its last reader) a moment ago: open it again
             self._take_stream(got)
             if self.strict:
                 await got.verify()
@@ -207,10 +208,11 @@ class ObjectReader:
         else:
             self._fd = fd
 
-    def _take_item(self, item: FillItem) -> None:
-        if not self.closed:
-            item.acquire()
+    def _take_item(self, item: FillItem) -> bool:
+        if not self.closed and item.acquire():
             self._item = item
+            return True
+        return False
 
     def _drop_item(self) -> None:
         item, self._item = self._item, None
@@ -253,7 +255,8 @@ class ObjectReader:
         item = self._item
         if item is None:
             raise self._closed_error()
-        item.acquire()  # this request's reference: the fill's fd stays open until we have read
+        if not item.acquire():  # this request's reference: the fill's fd stays open until we have read
+            raise self._closed_error()
         try:
             end = min(off + size, self.entry.size)
             try:

@@ -45,7 +45,7 @@ import urllib3
 
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.errors import FetchError, RefChanged, RefDenied, Unsupported
-from wandbfs.fill.item import CHUNK, FOLLOW_REDIRECTS, FetchPolicy, FetchStats, Getter, RangeGetter, Sink, deliver
+from wandbfs.fill.getter import CHUNK, FOLLOW_REDIRECTS, FetchPolicy, FetchStats, Getter, RangeGetter, Sink, deliver
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ import urllib3
 from wandbfs.cache.store import Hasher
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.errors import BadBytes, FetchError
-from wandbfs.fill.item import FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn, mismatch_message
+from wandbfs.fill.errors import mismatch_message
+from wandbfs.fill.getter import FetchPolicy, FetchStats, Getter, GetterFactory, RangeGetter, UrlFn
 
 log = logging.getLogger(__name__)
 
