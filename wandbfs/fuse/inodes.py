@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import stat as statmod
-from typing import Any
+from array import array
+from typing import Any, Mapping, Sequence
 
-from wandbfs.fuse.nodes import AliasLink, File, Key, Place, RegistryPrefixLink, Root, VersionDir
-from wandbfs.model.manifest import ManifestEntry
+from wandbfs.fuse.nodes import AliasLink, File, InVersion, Key, Place, RegistryPrefixLink, Root, VersionDir
+from wandbfs.model.manifest import DIR, ManifestEntry, TreeNode
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE
 
@@ -125,7 +126,7 @@ class FileNode(Node):
 
 _new_file = object.__new__
 
-Listing = list[tuple[str, Node]]
+Listing = Sequence[tuple[str, Node]]
 """A directory's entries, name -> node, in listing order."""
 
 
@@ -153,9 +154,51 @@ class _VersionFiles:
         return (int.from_bytes(h.digest(), "little") & _MASK) | 2
 
 
+class FolderListing(Sequence[tuple[str, Node]]):
+    """A folder inside a version as ``readdir`` hands it out: each child's node is made (or
+    found) when its entry is listed, not all at ``opendir``, and the inode numbers found
+    are kept (8 bytes a child), so listing the folder again hashes no key. A version's
+    folders never change, so the table keeps one per folder for the mount's life."""
+
+    __slots__ = ("_table", "_folder", "_kids", "_cut", "_mtime", "_inodes")
+
+    def __init__(self, table: "InodeTable", folder: InVersion, children: Mapping[str, TreeNode],
+                 mtime: float) -> None:
+        self._table = table
+        self._folder = folder
+        self._kids, self._cut = children.children() if hasattr(children, "children") else (
+            [(name, child) for name, child in children.items()], -1)
+        self._mtime = mtime
+        self._inodes = array("q", bytes(8 * len(self._kids)))
+
+    def __len__(self) -> int:
+        return len(self._inodes)
+
+    def __getitem__(self, i: int) -> tuple[str, Node]:  # type: ignore[override]
+        kid = self._kids[i]
+        if self._cut < 0:
+            name, child = kid
+        elif kid.__class__ is str:
+            name, child = kid[self._cut:], DIR
+        else:
+            name, child = kid.path[self._cut:], kid
+        ino = self._inodes[i]
+        if ino:
+            node = self._table.get(ino)
+            if node is not None:
+                return name, node
+        if child.__class__ is ManifestEntry:
+            node = self._table.upsert_file(self._folder, child, self._mtime)  # type: ignore[arg-type]
+        else:
+            node = self._table.upsert(self._folder.child(name), self._mtime)
+        self._inodes[i] = node.inode
+        return name, node
+
+
 class InodeTable:
     def __init__(self) -> None:
         self._by_ino: dict[int, Node] = {}
+        self._folders: dict[tuple[str, str, str, int, tuple[str, ...]], FolderListing] = {}
         self._collided: dict[Key, Node] = {}      # keys whose hash was taken by another key
         self._versions: dict[tuple[str, str, str, int], _VersionFiles] = {}
         self._collisions = 0
@@ -185,6 +228,14 @@ class InodeTable:
         if vf is None:
             vf = self._versions[vk] = _VersionFiles(VersionDir(org, reg, coll, idx))
         return vf
+
+    def folder(self, folder: InVersion, children: Mapping[str, TreeNode], mtime: float) -> FolderListing:
+        """The listing of a folder inside a version (its nodes made as they are listed)."""
+        key = (folder.org, folder.reg, folder.coll, folder.idx, folder.parts)
+        listing = self._folders.get(key)
+        if listing is None:
+            listing = self._folders[key] = FolderListing(self, folder, children, mtime)
+        return listing
 
     def upsert(self, place: Place, mtime: float) -> Node:
         """Return the node for ``place``'s key, creating it or refreshing what it is (an

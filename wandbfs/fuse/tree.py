@@ -65,8 +65,8 @@ class Tree:
             return await self._versions(p)
         if isinstance(p, InVersion):
             detail = await self.detail(node)
-            listing = detail.manifest.listdir(p.parts) or {}
-            return [(name, self._in_version(p, detail, name, child)) for name, child in listing.items()]
+            listing = detail.manifest.listdir(p.parts)   # nodes made as readdir lists them
+            return self.table.folder(p, listing, detail.created_at) if listing is not None else []
         return []   # links have no children
 
     async def _versions(self, p: Collection) -> Listing:

@@ -104,7 +104,7 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
         """``md5_hex`` is accepted for callers that name it; it is always derived from
         ``digest`` (see :attr:`md5_hex`)."""
         return _tuple_new(cls, (path, digest, size, alg, birth_artifact_id, ref,
-                                MappingProxyType(dict(extra)) if extra else _NO_EXTRA))
+                                MappingProxyType(dict(extra)) if extra else None))
 
     path: str = property(itemgetter(0))  # type: ignore[assignment]
     digest: str = property(itemgetter(1))  # type: ignore[assignment]
@@ -113,13 +113,18 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
     alg: Alg = property(itemgetter(3))  # type: ignore[assignment]
     birth_artifact_id: str | None = property(itemgetter(4))  # type: ignore[assignment]
     ref: str | None = property(itemgetter(5))  # type: ignore[assignment]
-    extra: Mapping[str, Any] = property(itemgetter(6))  # type: ignore[assignment]
-    """Raw ``extra`` object (read-only)."""
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """Raw ``extra`` object (read-only). Stored as ``None`` when empty: a tuple of only
+        strings, ints and ``None`` is one the garbage collector stops tracking, and a
+        version may hold 200,000 entries."""
+        e = self[6]
+        return _NO_EXTRA if e is None else e  # type: ignore[no-any-return]
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not ManifestEntry:
             return NotImplemented
-        return _tuple_eq(self[:6], other[:6]) and dict(self[6]) == dict(other[6])  # type: ignore[index]
+        return _tuple_eq(self[:6], other[:6]) and dict(self.extra) == dict(other.extra)  # type: ignore[attr-defined,index]
 
     def __ne__(self, other: object) -> bool:
         eq = self.__eq__(other)
@@ -129,10 +134,10 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
         return hash(self[:6])
 
     def __repr__(self) -> str:
-        return "ManifestEntry(" + ", ".join(f"{f}={v!r}" for f, v in zip(_FIELDS, self)) + ")"
+        return "ManifestEntry(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
 
     def __getnewargs__(self) -> tuple[Any, ...]:
-        return (self[0], self[1], self[2], self[3], None, self[4], self[5], dict(self[6]))
+        return (self[0], self[1], self[2], self[3], None, self[4], self[5], dict(self.extra))
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -186,7 +191,7 @@ _tuple_eq = tuple.__eq__
 
 
 def _entry(path: str, digest: str, size: int, alg: Alg, birth: str | None, ref: str | None,
-           extra: Mapping[str, Any]) -> ManifestEntry:
+           extra: Mapping[str, Any] | None) -> ManifestEntry:
     """An entry from already checked fields (the parser's fast path: no copies)."""
     return _tuple_new(ManifestEntry, (path, digest, size, alg, birth, ref, extra))  # type: ignore[no-any-return]
 
@@ -235,6 +240,12 @@ class _Listing(Mapping[str, TreeNode]):
 
     def items(self) -> "_ListingItems":
         return _ListingItems(self)
+
+    def children(self) -> tuple[list[ManifestEntry | str], int]:
+        """The children in order (an entry, or a sub-folder's full path), and how many
+        leading characters of their paths to cut for the names: a listing without a name
+        object per child."""
+        return self._kids, len(self._prefix)
 
     def pairs(self) -> Iterator[tuple[str, TreeNode]]:
         """``(name, DIR or entry)`` in order, without a lookup per child."""
@@ -448,7 +459,7 @@ class _Builder:
                 if birth is None or birth.__class__ is str:
                     if birth is not None:
                         birth = self.births.setdefault(birth, birth)
-                    self.candidates[path] = _entry(path, digest, size, "md5", birth, None, _NO_EXTRA)
+                    self.candidates[path] = _entry(path, digest, size, "md5", birth, None, None)
                     return
         parsed = self._entry(path, raw) if isinstance(path, str) else "path is not a string"
         if parsed.__class__ is ManifestEntry:
@@ -458,6 +469,21 @@ class _Builder:
             self.bad[key] = parsed  # type: ignore[assignment]
             if isinstance(raw, Mapping) and isinstance(raw.get("digest"), str):
                 self.skipped_digests[key] = raw["digest"]
+
+    def add_simple(self, path: str, digest: str, size: int, birth: str | None) -> None:
+        """An entry the reader matched whole (a base64 128-bit digest, a size in digits, maybe a
+        birth artifact id, no ref, no extra): only the path and the size are left to check."""
+        if (path in self.candidates or path in self.bad or not (0 < len(path) <= 255) or not path.isascii()
+                or "//" in path or "/." in path or "\0" in path or path[0] in "./" or path[-1] == "/"
+                or size > MAX_SIZE):
+            raw: dict[str, Any] = {"digest": digest, "size": size}
+            if birth is not None:
+                raw["birthArtifactID"] = birth
+            self.add(path, raw)
+            return
+        if birth is not None:
+            birth = self.births.setdefault(birth, birth)
+        self.candidates[path] = _entry(path, digest, size, "md5", birth, None, None)
 
     def _entry(self, path: str, raw: Any) -> ManifestEntry | str:
         """The entry, or why it is invalid (every case; ``add`` has the fast one)."""
@@ -506,7 +532,7 @@ class _Builder:
             # A stored file must be content-addressable, or we can neither cache nor verify it.
             if _B64_128.fullmatch(digest) is None:
                 return f"digest is not a base64 128-bit hash: {digest!r}"
-        return _entry(path, digest, size, alg, birth, ref, MappingProxyType(dict(extra)) if extra else _NO_EXTRA)
+        return _entry(path, digest, size, alg, birth, ref, MappingProxyType(dict(extra)) if extra else None)
 
     def finish(self, storage_layout: str | None, storage_policy: str | None,
                storage_region: str | None) -> Manifest:
@@ -653,13 +679,26 @@ def _read_object(t: _Text, on_value: Callable[[str], None]) -> None:
 _KEY = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')
 """A member's key without escapes, and the colon after it (the fast path)."""
 _SEP = re.compile(r"[ \t\n\r]*([,}])")
+_STR = r'"([^"\\\x00-\x1f]*)"'
+_B64 = r'"([A-Za-z0-9+/]{22}==)"'
+_INT = r"(0|[1-9][0-9]*)"
+_SIMPLE = (   # the usual entry, as the SDK writes it and with sorted keys: (birth, digest, size)
+    re.compile(r'\{\s*(?:"birthArtifactID"\s*:\s*' + _STR + r'\s*,\s*)?"digest"\s*:\s*' + _B64
+               + r'\s*,\s*(?:"extra"\s*:\s*\{\s*\}\s*,\s*)?"size"\s*:\s*' + _INT + r"\s*\}"),
+    re.compile(r'\{\s*"digest"\s*:\s*' + _B64 + r'\s*,\s*(?:"birthArtifactID"\s*:\s*' + _STR
+               + r'\s*,\s*)?"size"\s*:\s*' + _INT + r'\s*(?:,\s*"extra"\s*:\s*\{\s*\}\s*)?\}'),
+)
+"""Entries matched whole by a regex (no dict, no key strings made): most of a manifest."""
 _LOW: Final = 65536
 """Read more once less than this is left in the window (a larger entry is read again with more)."""
 
 
-def _read_contents(t: _Text, add: Callable[[str, Any], None]) -> None:
-    """``contents``, entry by entry, with C doing the work (a key by regex, the value by the
-    JSON scanner): the hot loop of a manifest of 200,000 files."""
+def _read_contents(t: _Text, builder: "_Builder") -> None:
+    """``contents``, entry by entry, with C doing the work (a key by regex, the usual entry
+    by regex too, anything else by the JSON scanner): the hot loop of a manifest of 200,000
+    files."""
+    add, add_simple = builder.add, builder.add_simple
+    sorted_keys, sdk_order = _SIMPLE
     t.expect("{")
     if t.peek() == "}":
         t.i += 1
@@ -671,6 +710,22 @@ def _read_contents(t: _Text, add: Callable[[str, Any], None]) -> None:
             t.more()
             text, i, n = t.text, t.i, len(t.text)
         m = _KEY.match(text, i)
+        if m is not None:
+            at = m.end()
+            simple = sorted_keys.match(text, at) or sdk_order.match(text, at)
+            if simple is not None:
+                sep = _SEP.match(text, simple.end())
+                if sep is not None and (simple.end() < n or t.exhausted):
+                    g = simple.groups()
+                    if simple.re is sorted_keys:
+                        add_simple(m.group(1), g[1], int(g[2]), g[0])
+                    else:
+                        add_simple(m.group(1), g[0], int(g[2]), g[1])
+                    i = sep.end()
+                    if sep.group(1) == "}":
+                        t.i = i
+                        return
+                    continue
         try:
             if m is not None:
                 key = m.group(1)
@@ -711,7 +766,7 @@ def _read_json(data: bytes | str, builder: _Builder) -> dict[str, Any]:
         if key == "contents" and t.peek() == "{":
             if top.get("contents") is True:
                 builder.reset()
-            _read_contents(t, builder.add)
+            _read_contents(t, builder)
             top[key] = True
         else:
             top[key] = t.value()
