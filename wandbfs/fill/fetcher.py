@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import trio
 import urllib3
@@ -76,6 +76,11 @@ class Fetcher:
         self.url_source = url_source
         self.policy = policy or FetchPolicy()
         self.limiter = limiter or trio.CapacityLimiter(16)
+        # Warm-ups fetch on their own few threads: a reader's first bytes never queue behind them.
+        self.background = trio.CapacityLimiter(4)
+        self._waiting = 0                 # readers waiting for bytes now (warm-ups hold back meanwhile)
+        self._idle = trio.Event()
+        self._idle.set()
         self.stats = FetchStats()
         self.nursery = nursery
         self._fills: dict[Path, FillItem] = {}
@@ -89,13 +94,15 @@ class Fetcher:
         self.metrics = metrics
 
     # ---- public ----------------------------------------------------------------------
-    async def open_object(self, detail: VersionDetail, entry: ManifestEntry) -> Path | FillItem | UncachedStream:
+    async def open_object(self, detail: VersionDetail, entry: ManifestEntry, *,
+                          background: bool = False) -> Path | FillItem | UncachedStream:
         """The verified cache path, the (shared) fill bringing the bytes in, or - when the
         cache has no room - a stream that serves them without caching.
 
         A reference wandbfs cannot read raises ``Unsupported`` unless it is already cached
         (by ``artifact.download()``, say); one that changed since it was logged, ``RefChanged``.
-        A mount's reads take this through ``reader.ObjectReader``, which holds the result."""
+        A mount's reads take this through ``reader.ObjectReader``, which holds the result;
+        ``background`` (warm-ups) starts a fill on the background threads."""
         key = self.cache.path_for(entry)
         while True:
             stream = self._streams.get(key)
@@ -118,7 +125,10 @@ class Fetcher:
                 continue
             ev = self._starting[key] = trio.Event()
             try:
-                return await self._start(detail, entry, key)
+                if background:
+                    return await self._start(detail, entry, key, self.background)
+                with self.foreground():
+                    return await self._start(detail, entry, key, self.limiter)
             finally:
                 del self._starting[key]
                 ev.set()
@@ -160,13 +170,31 @@ class Fetcher:
 
     async def warm(self, detail: VersionDetail, entry: ManifestEntry) -> None:
         """Bring an object into the cache ahead of any reader (warm-ups); nothing stays held.
-        An object with no room in the cache is left alone: it is streamed when read."""
-        got = await self.open_object(detail, entry)
+        An object with no room in the cache is left alone: it is streamed when read. Waits
+        while a reader waits for bytes (its first read must not share the link with these)."""
+        await trio.sleep(self.WARM_DELAY)   # the open that started the warm-up attaches first
+        await self._idle.wait()
+        got = await self.open_object(detail, entry, background=True)
         if isinstance(got, FillItem):
             got.go_whole()
             await got.done.wait()
         elif isinstance(got, UncachedStream):
             self.forget_stream(got)
+
+    WARM_DELAY = 0.02
+
+    @contextlib.contextmanager
+    def foreground(self) -> Iterator[None]:
+        """A reader is waiting for bytes (an attach, or a read of a range not yet present)."""
+        self._waiting += 1
+        if self._waiting == 1:
+            self._idle = trio.Event()
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self._idle.set()
 
     def open_cached(self, path: Path) -> int | None:
         """Open a cache object, held against eviction (a shared flock); ``None`` if it was
@@ -197,10 +225,11 @@ class Fetcher:
         self._http.clear()
 
     # ---- internals -------------------------------------------------------------------
-    async def _start(self, detail: VersionDetail, entry: ManifestEntry, key: Path) -> Path | FillItem | UncachedStream:
+    async def _start(self, detail: VersionDetail, entry: ManifestEntry, key: Path,
+                     limiter: trio.CapacityLimiter) -> Path | FillItem | UncachedStream:
         lock = contextlib.ExitStack()
         # A hit needs no lock (objects appear by an atomic rename) and no write access.
-        hit = await self._checked_hit(entry)
+        hit = await self._checked_hit(entry, limiter)
         if hit is not None:
             return hit
         if self._stopping:   # after cancel_all: no new download (its temp would be left behind)
@@ -224,7 +253,7 @@ class Fetcher:
             return self._uncached(detail, entry, why, quiet=self.cache.read_only)
         try:
             # Someone may have brought it in while we waited for the lock.
-            hit = await self._checked_hit(entry)
+            hit = await self._checked_hit(entry, limiter)
             if hit is not None:
                 lock.close()
                 return hit
@@ -234,11 +263,11 @@ class Fetcher:
                 # Not cached: check the referenced object against the manifest before anything
                 # is reserved or written (gone, changed, refused, or a scheme we cannot read).
                 source = self.refs.source(entry)
-                await trio.to_thread.run_sync(source.prepare, limiter=self.limiter)
+                await trio.to_thread.run_sync(source.prepare, limiter=limiter)
                 if not source.ranges:  # the server cannot send parts: one whole GET
                     policy = dataclasses.replace(policy, part_size=max(entry.size, 1), concurrency=1)
                     whole = True
-            if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=self.limiter):
+            if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=limiter):
                 lock.close()
                 return self.uncached(detail, entry)
             try:
@@ -258,10 +287,10 @@ class Fetcher:
             lock.close()
             raise
         self._fills[key] = item
-        self._nursery().start_soon(self._run_fill, item, key, lock)
+        self._nursery().start_soon(self._run_fill, item, key, lock, limiter)
         return item
 
-    async def _checked_hit(self, entry: ManifestEntry) -> Path | None:
+    async def _checked_hit(self, entry: ManifestEntry, limiter: trio.CapacityLimiter | None = None) -> Path | None:
         """The cached object if it is there and its bytes are right; a wrong one is removed.
 
         Written by the SDK or another mount: the SDK never verifies what it downloads, so an
@@ -270,7 +299,7 @@ class Fetcher:
         if hit is None:
             return None
         if self.cache.is_marked_verified(hit, entry) or await trio.to_thread.run_sync(
-                self._verify_and_mark, hit, entry, limiter=self.limiter):
+                self._verify_and_mark, hit, entry, limiter=limiter or self.limiter):
             self._verified.add(hit)
             return hit
         # Removed without the object lock: at worst a copy another mount just renamed in goes
@@ -309,10 +338,14 @@ class Fetcher:
             raise RuntimeError("Fetcher.nursery must be set before objects are fetched")
         return self.nursery
 
-    async def _run_fill(self, item: FillItem, key: Path, lock: contextlib.ExitStack) -> None:
+    async def _run_fill(self, item: FillItem, key: Path, lock: contextlib.ExitStack,
+                        limiter: trio.CapacityLimiter) -> None:
         self.stats.in_flight += 1
+
+        async def thread(fn: Callable[[], None]) -> None:
+            await self._thread(fn, limiter)
         try:
-            await item.drive(self._thread)
+            await item.drive(thread)
         finally:
             self.stats.in_flight -= 1
             if self.metrics is not None and item.first_byte_s is not None:
@@ -331,9 +364,9 @@ class Fetcher:
             self.cache.mark_verified(path, entry)
         return ok
 
-    async def _thread(self, fn: Callable[[], None]) -> None:
+    async def _thread(self, fn: Callable[[], None], limiter: trio.CapacityLimiter | None = None) -> None:
         # The hasher waits on workers, so it must not take a limiter slot they need.
-        limiter = None if fn.__name__ == "run_hasher" else self.limiter
+        limiter = None if fn.__name__ == "run_hasher" else (limiter or self.limiter)
         # Fills are cancelled only when the mount stops (cancel_all first): a worker stuck
         # in a stalled read is then abandoned, never waited for.
         await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)

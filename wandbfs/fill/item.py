@@ -161,6 +161,11 @@ class FillItem:
         if fd >= 0:
             os.close(fd)
 
+    def has(self, start: int, end: int) -> bool:
+        """``[start, end)`` is on disk now."""
+        with self._lock:
+            return self.present.contains(start, min(end, self.size))
+
     async def wait_range(self, start: int, end: int) -> None:
         """Return once ``[start, end)`` is on disk; raise the item's error if it failed.
         Every read is told to the plan, present or not: it steers the read-ahead."""

@@ -101,8 +101,9 @@ class ObjectReader:
     async def start(self) -> None:
         """Attach now, in the background of ``open``: a cached object is held against
         eviction while the file is open (reads may all come from the page cache), and a
-        missing one starts filling, so mmap loaders never fault onto the network. Never
-        raises: the read that needs the bytes reports the failure."""
+        missing one gets its fill (whole for a file of one part; adaptive, fetching what is
+        read, for larger ones). Never raises: the read that needs the bytes reports the
+        failure."""
         try:
             await self._attach()
         except Exception as e:  # noqa: BLE001 - reported by the read that needs the bytes
@@ -262,8 +263,11 @@ class ObjectReader:
             try:
                 if self.whole or end >= self.entry.size:
                     await item.wait_done()   # EOF (or a one-part file) answers for the whole file
+                elif item.has(off, end):
+                    await item.wait_range(off, end)   # steers the read-ahead; returns at once
                 else:
-                    await item.wait_range(off, end)
+                    with self.fetcher.foreground():
+                        await item.wait_range(off, end)
             except NoSpace:
                 return await self._read_stream(self._switch_to_stream(item), off, size)
             data = item.pread(end - off, off) if end > off else b""

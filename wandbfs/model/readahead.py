@@ -83,7 +83,8 @@ class FillPlan:
             want = self._align_up(max(end, off + window))
             asked = self._claim(self._align_down(off), want, front=True)
             if not self.whole:
-                self._streams.append(_Stream(pos=end, ahead=want, window=self.lim.window, asked=asked))
+                # a run from the start is likely a whole read: its refills start at the first window
+                self._streams.append(_Stream(pos=end, ahead=want, window=max(window, self.lim.window), asked=asked))
                 if len(self._streams) > self.lim.streams:
                     self._streams.pop(0)
         else:
