@@ -35,16 +35,20 @@ _MASK = (1 << 63) - 1
 class Node:
     """One inode: what it is (``place``), and the counts that keep it alive."""
 
-    __slots__ = ("inode", "_place", "mtime", "lookups", "open_handles", "pinned")
+    __slots__ = ("inode", "_place", "mtime", "lookups", "open_handles")
 
     def __init__(self, inode: int, place: Place, mtime: float = 0.0, lookups: int = 0,
-                 open_handles: int = 0, pinned: bool = False) -> None:
+                 open_handles: int = 0) -> None:
         self.inode = inode
         self._place: Any = place
         self.mtime = mtime
         self.lookups = lookups              # the kernel's references (lookup, readdir; minus forget)
         self.open_handles = open_handles    # open file handles on it (handles.py)
-        self.pinned = pinned
+
+    @property
+    def pinned(self) -> bool:
+        """Kept whatever the counts say: the root (a slot less in every node)."""
+        return self.inode == ROOT_INODE
 
     @property
     def place(self) -> Place:
@@ -207,7 +211,7 @@ class InodeTable:
         return len(self._by_ino)
 
     def add_root(self, mtime: float = 0.0) -> Node:
-        node = Node(inode=ROOT_INODE, place=Root(), mtime=mtime, pinned=True)
+        node = Node(inode=ROOT_INODE, place=Root(), mtime=mtime)
         self._by_ino[ROOT_INODE] = node
         return node
 
@@ -263,7 +267,6 @@ class InodeTable:
             node = self._by_ino[ino] = _new_file(FileNode)
             node.inode, node._place, node.entry, node.mtime = ino, vf.version, entry, mtime
             node.lookups = node.open_handles = 0
-            node.pinned = False
             return node
         if node is not None and node.__class__ is FileNode and node._place is vf.version \
                 and node.entry.path == path:  # type: ignore[attr-defined]

@@ -103,41 +103,53 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
                 extra: Mapping[str, Any] | None = None) -> "ManifestEntry":
         """``md5_hex`` is accepted for callers that name it; it is always derived from
         ``digest`` (see :attr:`md5_hex`)."""
-        return _tuple_new(cls, (path, digest, size, alg, birth_artifact_id, ref,
-                                MappingProxyType(dict(extra)) if extra else None))
+        return _tuple_new(cls, (path, digest, size, (alg, birth_artifact_id, ref,
+                                                     MappingProxyType(dict(extra)) if extra else None)))
 
+    # (path, digest, size, (alg, birth, ref, extra)): the last part is one tuple shared by
+    # every entry born in the same artifact (a version's entries mostly are).
     path: str = property(itemgetter(0))  # type: ignore[assignment]
     digest: str = property(itemgetter(1))  # type: ignore[assignment]
     """Exactly as in the manifest (base64 for stored files; see module doc)."""
     size: int = property(itemgetter(2))  # type: ignore[assignment]
-    alg: Alg = property(itemgetter(3))  # type: ignore[assignment]
-    birth_artifact_id: str | None = property(itemgetter(4))  # type: ignore[assignment]
-    ref: str | None = property(itemgetter(5))  # type: ignore[assignment]
+
+    @property
+    def alg(self) -> Alg:
+        return self[3][0]  # type: ignore[no-any-return]
+
+    @property
+    def birth_artifact_id(self) -> str | None:
+        return self[3][1]  # type: ignore[no-any-return]
+
+    @property
+    def ref(self) -> str | None:
+        return self[3][2]  # type: ignore[no-any-return]
     @property
     def extra(self) -> Mapping[str, Any]:
         """Raw ``extra`` object (read-only). Stored as ``None`` when empty: a tuple of only
         strings, ints and ``None`` is one the garbage collector stops tracking, and a
         version may hold 200,000 entries."""
-        e = self[6]
+        e = self[3][3]
         return _NO_EXTRA if e is None else e  # type: ignore[no-any-return]
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not ManifestEntry:
             return NotImplemented
-        return _tuple_eq(self[:6], other[:6]) and dict(self.extra) == dict(other.extra)  # type: ignore[attr-defined,index]
+        return (_tuple_eq(self[:3], other[:3]) and _tuple_eq(self[3][:3], other[3][:3])  # type: ignore[index]
+                and dict(self.extra) == dict(other.extra))  # type: ignore[attr-defined]
 
     def __ne__(self, other: object) -> bool:
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
     def __hash__(self) -> int:
-        return hash(self[:6])
+        return hash((self[0], self[1], self[2], self[3][:3]))
 
     def __repr__(self) -> str:
         return "ManifestEntry(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
 
     def __getnewargs__(self) -> tuple[Any, ...]:
-        return (self[0], self[1], self[2], self[3], None, self[4], self[5], dict(self.extra))
+        return (self[0], self[1], self[2], self.alg, None, self.birth_artifact_id, self.ref, dict(self.extra))
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -152,12 +164,13 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
     @property
     def is_reference(self) -> bool:
         """True when the bytes live outside W&B storage (``ref`` set)."""
-        return self[5] is not None
+        return self[3][2] is not None
 
     @property
     def ref_scheme(self) -> str | None:
         """URL scheme of the reference (``"s3"``, ``"file"``...), or ``None``."""
-        return urlparse(self[5]).scheme if self[5] is not None else None
+        ref = self[3][2]
+        return urlparse(ref).scheme if ref is not None else None
 
     @property
     def hex_digest(self) -> str | None:
@@ -166,7 +179,7 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
         ``None`` for references whose digest is an ETag/URI rather than a hash
         of the bytes - those can be neither verified nor content-addressed.
         """
-        if self[5] is not None and self.ref_scheme != "file":
+        if self[3][2] is not None and self.ref_scheme != "file":
             return None
         return _b64_to_hex(self[1])
 
@@ -183,7 +196,7 @@ class ManifestEntry(tuple):  # type: ignore[type-arg]
     @property
     def md5_hex(self) -> str | None:
         """Hex md5 of the content, for md5 entries whose digest is a content hash."""
-        return self.hex_digest if self[3] == "md5" else None
+        return self.hex_digest if self[3][0] == "md5" else None
 
 
 _tuple_new = tuple.__new__
@@ -193,7 +206,7 @@ _tuple_eq = tuple.__eq__
 def _entry(path: str, digest: str, size: int, alg: Alg, birth: str | None, ref: str | None,
            extra: Mapping[str, Any] | None) -> ManifestEntry:
     """An entry from already checked fields (the parser's fast path: no copies)."""
-    return _tuple_new(ManifestEntry, (path, digest, size, alg, birth, ref, extra))  # type: ignore[no-any-return]
+    return _tuple_new(ManifestEntry, (path, digest, size, (alg, birth, ref, extra)))  # type: ignore[no-any-return]
 
 
 TreeNode: TypeAlias = Literal["dir"] | ManifestEntry
@@ -434,6 +447,7 @@ class _Builder:
         self.dups: list[str] = []
         self.skipped_digests: dict[str, str] = {}   # digests of entries not shown (the artifact digest)
         self.births: dict[str, str] = {}            # one string per birth artifact id, not one per file
+        self.rests: dict[str | None, tuple[Any, ...]] = {}   # birth -> the (alg, birth, ref, extra) of md5 entries
 
     def reset(self) -> None:
         """A second ``contents`` key: as with ``json.loads``, only the last counts."""
@@ -457,9 +471,10 @@ class _Builder:
                     and not raw.get("extra") and raw.get("ref") is None and _B64_128.fullmatch(digest)):
                 birth = raw.get("birthArtifactID")
                 if birth is None or birth.__class__ is str:
-                    if birth is not None:
-                        birth = self.births.setdefault(birth, birth)
-                    self.candidates[path] = _entry(path, digest, size, "md5", birth, None, None)
+                    rest = self.rests.get(birth)
+                    if rest is None:
+                        rest = self.rests[birth] = ("md5", birth, None, None)
+                    self.candidates[path] = _tuple_new(ManifestEntry, (path, digest, size, rest))
                     return
         parsed = self._entry(path, raw) if isinstance(path, str) else "path is not a string"
         if parsed.__class__ is ManifestEntry:
@@ -481,9 +496,10 @@ class _Builder:
                 raw["birthArtifactID"] = birth
             self.add(path, raw)
             return
-        if birth is not None:
-            birth = self.births.setdefault(birth, birth)
-        self.candidates[path] = _entry(path, digest, size, "md5", birth, None, None)
+        rest = self.rests.get(birth)
+        if rest is None:
+            rest = self.rests[birth] = ("md5", birth, None, None)
+        self.candidates[path] = _tuple_new(ManifestEntry, (path, digest, size, rest))
 
     def _entry(self, path: str, raw: Any) -> ManifestEntry | str:
         """The entry, or why it is invalid (every case; ``add`` has the fast one)."""
