@@ -36,6 +36,7 @@ class Warmups:
     """The mount's warm-ups; off with ``--no-warm``, idle until it has a nursery."""
 
     VERSIONS = 2000          # manifests loaded ahead when a collection is listed
+    MANIFEST_FILES = 100_000  # ... until they hold this many files (a manifest stays in memory)
     SMALL_FILE = 4 << 20     # files up to this size are fetched when their version is first opened
     SMALL_FILES = 1000       # ... at most this many per version
     VERSION_BYTES = 256 << 20
@@ -92,12 +93,17 @@ class Warmups:
         except Exception as e:  # noqa: BLE001 - warm-ups are best effort
             log.debug("warm-up %s%r: %s", getattr(fn, "__name__", fn), args[:4], e)
 
-    async def _each(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]]) -> None:
+    async def _each(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]],
+                    enough: Callable[[], bool] = lambda: False) -> None:
         """``fn`` on every item, ``PARALLEL`` at most in flight across all warm-ups; items are
-        taken from ``items`` only as slots free up (nothing is queued per item)."""
+        taken from ``items`` only as slots free up (nothing is queued per item), until
+        ``enough()``."""
         async with trio.open_nursery() as n:
             for item in items:
                 await self._slots.acquire()
+                if enough():
+                    self._slots.release()
+                    return
                 n.start_soon(self._in_slot, fn, item)
 
     async def _in_slot(self, fn: Callable[[Any], Awaitable[Any]], item: Any) -> None:
@@ -107,9 +113,14 @@ class Warmups:
             self._slots.release()
 
     async def _manifests(self, org: str, reg: str, coll: str, indices: list[int]) -> None:
+        """The newest versions' manifests, until they hold ``MANIFEST_FILES`` files: a
+        collection of huge versions warms one or a few, not all of them into memory."""
+        files = 0
+
         async def one(idx: int) -> None:
-            await self.catalog.version(org, reg, coll, idx)
-        await self._each(indices[-self.VERSIONS:], one)
+            nonlocal files
+            files += len((await self.catalog.version(org, reg, coll, idx)).manifest.entries)
+        await self._each(reversed(indices[-self.VERSIONS:]), one, lambda: files >= self.MANIFEST_FILES)
 
     async def _url_warmer(self) -> None:
         """The one task that warms looked-up files' URLs, in order (the catalog batches them)."""
