@@ -698,13 +698,16 @@ _SEP = re.compile(r"[ \t\n\r]*([,}])")
 _STR = r'"([^"\\\x00-\x1f]*)"'
 _B64 = r'"([A-Za-z0-9+/]{22}==)"'
 _INT = r"(0|[1-9][0-9]*)"
-_SIMPLE = (   # the usual entry, as the SDK writes it and with sorted keys: (birth, digest, size)
-    re.compile(r'\{\s*(?:"birthArtifactID"\s*:\s*' + _STR + r'\s*,\s*)?"digest"\s*:\s*' + _B64
-               + r'\s*,\s*(?:"extra"\s*:\s*\{\s*\}\s*,\s*)?"size"\s*:\s*' + _INT + r"\s*\}"),
-    re.compile(r'\{\s*"digest"\s*:\s*' + _B64 + r'\s*,\s*(?:"birthArtifactID"\s*:\s*' + _STR
-               + r'\s*,\s*)?"size"\s*:\s*' + _INT + r'\s*(?:,\s*"extra"\s*:\s*\{\s*\}\s*)?\}'),
+_KEY_SRC = r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*'
+_SEP_SRC = r"[ \t\n\r]*([,}])"
+_SIMPLE = (   # a whole member: key, the usual entry (SDK order, sorted keys), separator
+    re.compile(_KEY_SRC + r'\{\s*"digest"\s*:\s*' + _B64 + r'\s*,\s*(?:"birthArtifactID"\s*:\s*' + _STR
+               + r'\s*,\s*)?"size"\s*:\s*' + _INT + r'\s*(?:,\s*"extra"\s*:\s*\{\s*\}\s*)?\}' + _SEP_SRC),
+    re.compile(_KEY_SRC + r'\{\s*(?:"birthArtifactID"\s*:\s*' + _STR + r'\s*,\s*)?"digest"\s*:\s*' + _B64
+               + r'\s*,\s*(?:"extra"\s*:\s*\{\s*\}\s*,\s*)?"size"\s*:\s*' + _INT + r"\s*\}" + _SEP_SRC),
 )
-"""Entries matched whole by a regex (no dict, no key strings made): most of a manifest."""
+"""Members matched whole by one regex each (no dict, no key strings): most of a manifest.
+Groups: (path, digest, birth, size, sep) and (path, birth, digest, size, sep)."""
 _LOW: Final = 65536
 """Read more once less than this is left in the window (a larger entry is read again with more)."""
 
@@ -714,7 +717,7 @@ def _read_contents(t: _Text, builder: "_Builder") -> None:
     by regex too, anything else by the JSON scanner): the hot loop of a manifest of 200,000
     files."""
     add, add_simple = builder.add, builder.add_simple
-    sorted_keys, sdk_order = _SIMPLE
+    sdk_order, sorted_keys = _SIMPLE
     t.expect("{")
     if t.peek() == "}":
         t.i += 1
@@ -725,23 +728,19 @@ def _read_contents(t: _Text, builder: "_Builder") -> None:
             t.i = i
             t.more()
             text, i, n = t.text, t.i, len(t.text)
+        simple = sdk_order.match(text, i)
+        if simple is not None:
+            path, digest, birth, size, sep = simple.groups()
+        elif (simple := sorted_keys.match(text, i)) is not None:
+            path, birth, digest, size, sep = simple.groups()
+        if simple is not None and (simple.end() < n or t.exhausted):
+            add_simple(path, digest, int(size), birth)
+            i = simple.end()
+            if sep == "}":
+                t.i = i
+                return
+            continue
         m = _KEY.match(text, i)
-        if m is not None:
-            at = m.end()
-            simple = sorted_keys.match(text, at) or sdk_order.match(text, at)
-            if simple is not None:
-                sep = _SEP.match(text, simple.end())
-                if sep is not None and (simple.end() < n or t.exhausted):
-                    g = simple.groups()
-                    if simple.re is sorted_keys:
-                        add_simple(m.group(1), g[1], int(g[2]), g[0])
-                    else:
-                        add_simple(m.group(1), g[0], int(g[2]), g[1])
-                    i = sep.end()
-                    if sep.group(1) == "}":
-                        t.i = i
-                        return
-                    continue
         try:
             if m is not None:
                 key = m.group(1)
