@@ -183,13 +183,17 @@ def test_no_stale_pages_after_a_digest_failure(emu, mount, eight, fresh_cache):
     record("corrupt bytes, then an immediate re-open, 10 rounds", 20, 0, "EIO, then the right bytes, every round")
 
 
-def test_a_partial_read_of_bad_bytes_does_not_leak_into_the_next_full_read(emu, mount, fresh_cache):
-    """A reader that stops early may have been served unverified (here: corrupt) pages; the
-    fill then fails its digest with nobody reading. The next reader must not get those pages."""
+@pytest.mark.parametrize("fill", ["whole", "adaptive"])
+def test_a_partial_read_of_bad_bytes_does_not_leak_into_the_next_full_read(emu, mount, fresh_cache, fill):
+    """A reader that stops early may have been served unverified (here: corrupt) pages.
+    ``--fill whole``: the fill goes on, fails its digest with nobody reading, and the next
+    reader gets the right bytes. Adaptive: the corrupt part stays in the partial object,
+    so the next full read fails at EOF (EIO, never a wrong file) and the one after that,
+    fetched afresh, is right. Neither serves a wrong file."""
     import base64
     import hashlib
 
-    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--xattrs")
+    m = mount("--cache-dir", str(fresh_cache), "--no-warm", "--no-lineage", "--xattrs", "--fill", fill)
     path = m.path / "acme/model/resnet50/v3/model.safetensors"      # 64 MiB: read-ahead stays far from EOF
     digest = os.getxattr(path, "user.wandb.digest").decode()
     want = emu.store.blobs.get(base64.b64decode(digest).hex())
@@ -197,11 +201,20 @@ def test_a_partial_read_of_bad_bytes_does_not_leak_into_the_next_full_read(emu, 
     with open(path, "rb") as f:
         head = f.read(4096)
     assert head != want[:4096]                      # streaming: the early bytes were the corrupt ones
-    wait_for(lambda: "digest mismatch for model.safetensors" in m.log, timeout=60,
-             what="the fill to fail its digest")
+    if fill == "whole":
+        wait_for(lambda: "digest mismatch for model.safetensors" in m.log, timeout=60,
+                 what="the fill to fail its digest")
     emu.faults.clear()
+    if fill == "adaptive":
+        with pytest.raises(OSError) as err:
+            with open(path, "rb") as f:
+                f.read()
+        assert err.value.errno == errno.EIO
+        assert "digest mismatch for model.safetensors" in m.log
     with open(path, "rb") as f:
         data = f.read()
     assert hashlib.sha256(data).hexdigest() == hashlib.sha256(want).hexdigest()
-    record("corrupt bytes, a reader stops early, then a full read", 2, 0,
-           "the early reader got unverified bytes (it never reached EOF); the full read got the right bytes")
+    record(f"corrupt bytes, a reader stops early, then a full read (--fill {fill})", 2 if fill == "whole" else 3, 0,
+           "the early reader got unverified bytes (it never reached EOF); the full read got the right bytes"
+           if fill == "whole" else "the early reader got unverified bytes; the next full read EIO at EOF "
+           "(the corrupt part was kept as a partial object), the one after right")
