@@ -46,7 +46,10 @@ def test_listing_20000_files_and_opening_one_asks_for_one_batch(emu, mount, huge
     assert len(names) == N + 1 and set(names) == set(huge)
     assert _url_requests(emu) == [] and blob_gets(emu) == []   # a listing costs no URL, no byte
     out = subprocess.run(["ls", "-l", str(vdir)], capture_output=True, text=True, timeout=120, check=True)
-    assert len(out.stdout.splitlines()) == N + 2     # "total" and every file, with its size
+    lines = out.stdout.splitlines()[1:]               # after "total": every file, with its size
+    assert len(lines) == N + 1
+    sizes = {ln.split()[-1]: int(ln.split()[4]) for ln in lines}
+    assert sizes == {name: len(data) for name, data in huge.items()}
     assert os.stat(vdir / _name(7)).st_size == len(huge[_name(7)])
 
     emu.log.clear()

@@ -1,0 +1,62 @@
+"""Directory entries handed to the kernel: ``readdir`` replies and a file's attributes.
+
+Listing a version's folder of 200,000 files makes 200,000 replies, each with the entry's
+attributes (``readdirplus``), so this is the hot path of ``ls``: a file's attributes are set
+field by field once (``file_attrs``), and a ``readdir`` call fills one attributes object for
+all the files it replies with (the reply copies it), changing only what differs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import pyfuse3
+
+from wandbfs.fuse.inodes import FileNode, Node
+
+__all__ = ["IMMUTABLE_TTL", "BLKSIZE", "file_attrs", "reply_entries"]
+
+IMMUTABLE_TTL = 24 * 3600.0
+BLKSIZE = 1 << 20
+
+
+def file_attrs(node: FileNode, uid: int, gid: int) -> pyfuse3.EntryAttributes:
+    """What ``WandbFS.attrs`` says of a file inside a version, each field set once."""
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = node.inode
+    a.entry_timeout = a.attr_timeout = IMMUTABLE_TTL
+    a.st_mode = FileNode.st_mode
+    a.st_nlink = 1
+    a.st_uid, a.st_gid = uid, gid
+    a.st_size = size = node.entry.size
+    a.st_blksize = BLKSIZE
+    a.st_blocks = (size + 511) // 512
+    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(node.mtime * 1e9)
+    return a
+
+
+def reply_entries(token: pyfuse3.ReaddirToken, entries: Sequence[tuple[str, Node]], start: int,
+                  attrs: Callable[[Node], pyfuse3.EntryAttributes], uid: int, gid: int) -> None:
+    """Reply with ``entries[start:]`` until the kernel's buffer is full (O(entries sent):
+    the kernel asks again from the offset it got to); each entry sent counts as a lookup."""
+    reply, fsencode = pyfuse3.readdir_reply, os.fsencode
+    files: pyfuse3.EntryAttributes | None = None
+    mtime = None
+    for i in range(start, len(entries)):
+        name, node = entries[i]
+        if node.__class__ is FileNode:
+            if files is None:
+                files, mtime = file_attrs(node, uid, gid), node.mtime  # type: ignore[arg-type]
+            a = files
+            a.st_ino = node.inode
+            a.st_size = size = node.entry.size  # type: ignore[attr-defined]
+            a.st_blocks = (size + 511) // 512
+            if node.mtime != mtime:
+                mtime = node.mtime
+                a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(mtime * 1e9)
+        else:
+            a = attrs(node)
+        if not reply(token, fsencode(name), a, i + 1):
+            return
+        node.lookups += 1   # the kernel holds this entry now (InodeTable.incref)
