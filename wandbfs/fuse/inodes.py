@@ -189,7 +189,8 @@ class FolderListing(Sequence[tuple[str, Node]]):
         ino = self._inodes[i]
         if ino:
             node = self._table.get(ino)
-            if node is not None:
+            if node is not None and (node.entry is child if node.__class__ is FileNode else  # type: ignore[attr-defined]
+                                     child.__class__ is not ManifestEntry):
                 return name, node
         if child.__class__ is ManifestEntry:
             node = self._table.upsert_file(self._folder, child, self._mtime)  # type: ignore[arg-type]
