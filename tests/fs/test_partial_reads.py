@@ -148,3 +148,37 @@ def test_whole_fill_mode_fetches_the_whole_file_on_open(emu, pmount, big, fresh_
     from tests.helpers import wait_for
     wait_for(lambda: len(objects(fresh_cache)) == 1, 60, what="the whole-file fill to complete")
     assert sent(emu) == SIZE
+
+
+def test_a_read_of_the_end_alone_fetches_about_its_range(emu, pmount, big, fresh_cache):
+    """A parquet footer or a zip's directory: the end of a file, read first, on its own."""
+    m, p = pmount()
+    emu.log.clear()
+    with open(p, "rb", buffering=0) as f:
+        assert os.pread(f.fileno(), 64 * KiB, SIZE - 64 * KiB) == big[-64 * KiB:]
+    assert 64 * KiB <= sent(emu) <= 1 * MiB, sent(emu)
+    assert objects(fresh_cache) == []                          # not fetched whole, not verified
+    assert hashlib.sha256(p.read_bytes()).digest() == hashlib.sha256(big).digest()
+    assert len(objects(fresh_cache)) == 1                      # a whole read completes it, verified
+
+
+def test_a_reader_of_every_byte_in_any_order_gets_eio_on_corrupt_bytes(emu, pmount, big, fresh_cache):
+    """Reads in a shuffled order, none of them at EOF last: once every byte is present the
+    reads wait for the digest, so the reader never gets a whole wrong file without an error."""
+    m, p = pmount()
+    emu.faults.set([{"route": "blob", "corrupt": True}])
+    offs = list(range(0, SIZE, 4 * MiB))
+    random.Random(5).shuffle(offs)
+    offs.remove(max(offs))
+    offs.insert(0, max(offs) + 4 * MiB if max(offs) + 4 * MiB < SIZE else max(offs))   # the end first
+    errors = 0
+    with open(p, "rb", buffering=0) as f:
+        for off in sorted(set(offs), key=offs.index):
+            try:
+                os.pread(f.fileno(), 4 * MiB, off)
+            except OSError as e:
+                assert e.errno == 5
+                errors += 1
+    emu.faults.clear()
+    assert errors >= 1
+    assert objects(fresh_cache) == [] and partial_files(fresh_cache) == []

@@ -133,3 +133,22 @@ def test_whole_from_the_start_asks_for_the_read_first_then_the_parts_in_order():
     assert reqs[0] == (40 * MiB, 40 * MiB + READ)
     assert [s for s, _ in reqs[1:]] == sorted(s for s, _ in reqs[1:])
     assert total(reqs) == 64 * MiB and no_overlap(reqs)
+
+
+def test_a_run_of_reads_going_down_reads_ahead_below_and_becomes_whole():
+    """A safetensors load copies each tensor from its end down, one 512 KiB fault at a time."""
+    plan = FillPlan(256 * MiB)
+    fault = 512 * KiB
+    top = 200 * MiB
+    asked: list[tuple[int, int]] = []
+    reads = 0
+    for off in range(top - fault, 100 * MiB, -fault):
+        plan.on_read(off, off + fault)
+        asked += drain(plan)
+        reads += 1
+        if plan.whole:
+            break
+    assert plan.whole and reads < 40                 # was one request per fault, ~240 of them
+    below = [s for s, e in asked if e <= top - 2 * fault]
+    assert min(below) < top - reads * fault           # asked for below the reader, not only at it
+    assert no_overlap(asked)

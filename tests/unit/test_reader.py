@@ -163,7 +163,9 @@ def test_a_fill_read_to_eof_is_promoted_to_the_cache_file_and_close_lets_go(blob
     async def body(fetcher, reader):
         r = reader(e)
         assert await r.read(0, 100) == BIG[:100] and r.source == "fill"
-        assert await r.read(len(BIG) - 50, 100) == BIG[-50:]        # the EOF read: verified
+        assert await r.read(len(BIG) - 50, 100) == BIG[-50:]        # a probe of the end on its own:
+        assert r.source == "fill" and r.tail_unverified              # served unverified, pages dropped
+        assert await r.read(0, len(BIG) - 50) == BIG[:-50]           # everything: this one is verified
         assert r.source == "cache"                                   # promoted to the cache file
         assert await r.read(MiB, 10) == BIG[MiB:MiB + 10]
         await settle(fetcher, e)
@@ -173,7 +175,7 @@ def test_a_fill_read_to_eof_is_promoted_to_the_cache_file_and_close_lets_go(blob
         assert r.source is None and cache_fds(cache) == []
     _, counters = run(blobs, cache, body)
     assert counters.opens_missed == 1 and counters.opens_hit == 0
-    assert counters.bytes_from_wandb == 150 and counters.bytes_from_cache == 10
+    assert counters.bytes_from_wandb == 150 + len(BIG) - 50 and counters.bytes_from_cache == 10
 
 
 def test_close_during_a_read_in_flight_keeps_nothing(blobs, tmp_path):
@@ -188,13 +190,13 @@ def test_close_during_a_read_in_flight_keeps_nothing(blobs, tmp_path):
         got: list[bytes] = []
 
         async def read() -> None:
-            got.append(await r.read(len(BIG) - 10, 10))              # EOF: waits for the digest
+            got.append(await r.read(0, len(BIG)))                    # to EOF: waits for the digest
         async with trio.open_nursery() as n:
             n.start_soon(read)
             await until(lambda: r.source == "fill", "the read to attach to the fill")
             r.close()
             blobs.gate.set()
-        assert got == [BIG[-10:]] and r.source is None
+        assert got == [BIG] and r.source is None
         await settle(fetcher, e)
         assert cache_fds(cache) == []
         assert fetcher.cache.lookup(e) is not None                   # the fill itself completed

@@ -81,6 +81,7 @@ class ObjectReader:
         self.latency = latency
         self.whole = entry.size <= max(CHUNK, fetcher.policy.part_size)   # one part: verified first
         self.failed: BaseException | None = None   # the sticky failure, once a read failed
+        self.tail_unverified = False                # a read of the file's end was served unverified
         self.closed = False
         self.hit = False                            # the object was in the cache when attached
         self._fd = -1
@@ -110,8 +111,13 @@ class ObjectReader:
             log.info("background fill of %s not started: %s", self.entry.path, e)
 
     async def read(self, off: int, size: int) -> bytes:
-        """``size`` bytes at ``off`` (fewer at EOF). The read that reaches EOF answers for the
-        whole file's digest; a failure is raised, and raised again by every later read."""
+        """``size`` bytes at ``off`` (fewer at EOF); a failure is raised, and raised again by
+        every later read. Which reads wait for the whole file's digest: a read that reaches
+        EOF with every byte before it present (the end of a whole read), and any read once
+        every byte is present; so a reader that reads every byte of a file, in any order,
+        has its last read verified. A read of the end on its own (a parquet footer, a zip's
+        directory) is served as it arrives, like any partial read, and ``tail_unverified``
+        tells the FUSE layer to drop the file's pages from the kernel cache."""
         if self.failed is not None:
             raise self.failed.with_traceback(None)
         if self._fd >= 0:
@@ -261,13 +267,18 @@ class ObjectReader:
         try:
             end = min(off + size, self.entry.size)
             try:
-                if self.whole or end >= self.entry.size:
-                    await item.wait_done()   # EOF (or a one-part file) answers for the whole file
-                elif item.has(off, end):
-                    await item.wait_range(off, end)   # steers the read-ahead; returns at once
+                if self.whole or (end >= self.entry.size and item.has(0, off)):
+                    await item.wait_done()   # the read that ends a whole read answers for the digest
                 else:
-                    with self.fetcher.foreground():
-                        await item.wait_range(off, end)
+                    if item.has(off, end):
+                        await item.wait_range(off, end)   # steers the read-ahead; returns at once
+                    else:
+                        with self.fetcher.foreground():
+                            await item.wait_range(off, end)
+                    if item.has(0, self.entry.size):
+                        await item.wait_done()   # every byte is there: no read goes unverified now
+                    elif end >= self.entry.size:
+                        self.tail_unverified = True   # a probe of the end (a parquet footer)
             except NoSpace:
                 return await self._read_stream(self._switch_to_stream(item), off, size)
             data = item.pread(end - off, off) if end > off else b""

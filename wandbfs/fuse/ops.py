@@ -270,10 +270,14 @@ class WandbFS(pyfuse3.Operations):
         self.read_calls += 1
         self.read_bytes += size
         try:
-            return await h.reader.read(off, size)
+            data = await h.reader.read(off, size)
         except (BadBytes, RefChanged):  # pages already handed out may be wrong
             self._drop_page_cache(h.node)
             raise
+        if h.reader.tail_unverified:   # a probe of the end, before the digest: not kept by the kernel,
+            h.reader.tail_unverified = False   # so the page another reader's EOF read gets is verified
+            self._drop_page_cache(h.node)
+        return data
 
     def _drop_page_cache(self, node: Node) -> None:
         """Pages of a file whose digest failed may sit in the kernel cache: drop them.

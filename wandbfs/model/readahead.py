@@ -45,12 +45,17 @@ class PlanLimits:
 
 @dataclass
 class _Stream:
-    """One sequential run of reads: how far the reader got and what it has asked for."""
+    """One sequential run of reads: how far the reader got and what it has asked for.
 
-    pos: int          # end of the last read in this run
-    ahead: int        # end of what has been asked for on its behalf
+    Runs go up (``cat``) or down (a safetensors load copies each tensor from its end down
+    to its start, one page fault at a time); a downward run reads ahead below itself."""
+
+    pos: int          # end of the last read in this run (up) / start of it (down)
+    ahead: int        # end (up) / start (down) of what has been asked for on its behalf
     window: int       # the next refill's size
     asked: int = 0    # bytes asked for by this run so far
+    down: bool = False
+    first: int = 0    # start of the run's first read: a read just below it turns the run down
 
 
 class FillPlan:
@@ -75,7 +80,7 @@ class FillPlan:
         if off >= end:
             return
         self._demand(off, end)
-        s = None if self.whole else self._stream_for(off)
+        s = None if self.whole else self._stream_for(off, end)
         if s is None:
             # A new run (or the whole file is coming anyway): the read's own range, with the
             # first window when it starts at 0, as one request at the front of the queue.
@@ -84,23 +89,38 @@ class FillPlan:
             asked = self._claim(self._align_down(off), want, front=True)
             if not self.whole:
                 # a run from the start is likely a whole read: its refills start at the first window
-                self._streams.append(_Stream(pos=end, ahead=want, window=max(window, self.lim.window), asked=asked))
+                self._streams.append(_Stream(pos=end, ahead=want, window=max(window, self.lim.window), asked=asked,
+                                             first=off))
                 if len(self._streams) > self.lim.streams:
                     self._streams.pop(0)
         else:
             self._streams.remove(s)          # most recently used last
             self._streams.append(s)
             s.asked += self._claim(self._align_down(off), self._align_up(end), front=True)
-            s.pos = max(s.pos, end)
-            if s.ahead - s.pos < s.window // 2 and s.ahead < self.size:
-                start = max(s.ahead, s.pos)
-                s.ahead = self._align_up(start + s.window)
-                s.asked += self._claim(start, s.ahead, front=False)
-                s.window = min(self.lim.max_window, s.window * 2)
+            if s.down:
+                self._continue_down(s, off)
+            else:
+                self._continue_up(s, end)
             if s.asked >= self.lim.whole_after:
                 self.whole = True
         if self.claimed.total() >= self.lim.whole_share * self.size:
             self.whole = True
+
+    def _continue_up(self, s: _Stream, end: int) -> None:
+        s.pos = max(s.pos, end)
+        if s.ahead - s.pos < s.window // 2 and s.ahead < self.size:
+            start = max(s.ahead, s.pos)
+            s.ahead = self._align_up(start + s.window)
+            s.asked += self._claim(start, s.ahead, front=False)
+            s.window = min(self.lim.max_window, s.window * 2)
+
+    def _continue_down(self, s: _Stream, off: int) -> None:
+        s.pos = min(s.pos, off)
+        if s.pos - s.ahead < s.window // 2 and s.ahead > 0:
+            stop = min(s.ahead, s.pos)
+            s.ahead = self._align_down(max(0, stop - s.window))
+            s.asked += self._claim(s.ahead, stop, front=False)
+            s.window = min(self.lim.max_window, s.window * 2)
 
     def go_whole(self) -> None:
         """Fetch the rest of the file (a read at EOF, strict mode, a warm-up)."""
@@ -130,11 +150,19 @@ class FillPlan:
         return len(self._queue)
 
     # ---- internals ---------------------------------------------------------------------
-    def _stream_for(self, off: int) -> _Stream | None:
-        """The run a read at ``off`` continues: it lands between a little before the run's
-        last read and the end of what the run asked for."""
+    def _stream_for(self, off: int, end: int) -> _Stream | None:
+        """The run a read continues: upward, it lands between a little before the run's
+        last read and the end of what the run asked for; downward, it ends just below
+        (or inside) the run's lowest read and above what the run asked for. A run's second
+        read decides its direction."""
+        slack = 2 * self.lim.align
         for s in reversed(self._streams):
-            if s.pos - 2 * self.lim.align <= off <= max(s.ahead, s.pos + self.lim.align):
+            if not s.down and s.pos - slack <= off <= max(s.ahead, s.pos + self.lim.align):
+                return s
+            if s.down and min(s.ahead, s.pos - slack) <= end <= s.pos + slack:
+                return s
+            if not s.down and s.asked and s.first - slack <= end <= s.first + self.lim.align and off < s.first:
+                s.down, s.pos, s.ahead = True, s.first, self._align_down(s.first)
                 return s
         return None
 
