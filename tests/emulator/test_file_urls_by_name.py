@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import urllib.request
 
+import pytest
 import trio
 
 from wandbfs.catalog.urls import SignedUrls, match_urls
 from wandbfs.model.manifest import parse_manifest
-from wandbfs.sdk.client import FileUrl, WandbClient
+from wandbfs.sdk.client import FileUrl, NotFound, WandbClient
 
 NAMES = ["tokenizer/vocab.txt", "checkpoints/epoch-1/notes.md", "config.json"]
 
@@ -97,6 +98,10 @@ def test_a_large_version_asks_for_the_file_and_its_neighbours_and_refreshes_one(
                 n.start_soon(urls.url, detail, f"d/f{i:05d}")
         assert len(client.by_name) <= 2 + 10 and client.whole == 0
         assert max(len(b) for b in client.by_name) <= SignedUrls.BATCH
+        asked = len(client.by_name)
+        with pytest.raises(NotFound):        # a name not in the manifest is never asked for
+            await urls.url(detail, "d/nope")
+        assert len(client.by_name) == asked and client.whole == 0
     trio.run(main)
 
 

@@ -167,6 +167,13 @@ class SignedUrls:
                 return
             names = self._with_neighbours(detail, v, asked)
             wanted = {p: detail.manifest.entries[p] for p in names if p in detail.manifest.entries}
+            if not wanted:   # never ask with no names: W&B would answer with every file
+                for p in asked:
+                    w = v.pending.pop(p, None)
+                    if w is not None:
+                        w.error = NotFound(f"no file {p!r} in {detail.name}")
+                        w.done.set()
+                continue
             try:
                 self.requests += 1
                 answers = await self._call(self.client.file_urls_for, detail, list(wanted))
