@@ -481,8 +481,11 @@ class WandbClient:
                 files = membership.files if membership else None
                 if files is None:
                     raise NotFound(f"no files for {detail.name}")
-                out.extend(FileUrl(e.node.name, e.node.digest or e.node.md_5, e.node.direct_url)
-                           for e in files.edges if e.node and e.node.direct_url)
+                for e in files.edges:
+                    node = e.node
+                    if node and node.direct_url:   # by either digest W&B sends (the same base64 md5)
+                        for digest in [d for d in dict.fromkeys((node.digest, node.md_5)) if d] or [None]:
+                            out.append(FileUrl(node.name, digest, node.direct_url))
                 if not files.page_info.has_next_page or len(out) >= 4 * len(names) or not files.edges:
                     return out
                 cursor = files.page_info.end_cursor
