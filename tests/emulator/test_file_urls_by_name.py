@@ -97,7 +97,12 @@ def test_a_large_version_asks_for_the_file_and_its_neighbours_and_refreshes_one(
             for i in range(0, 5000, 500):
                 n.start_soon(urls.url, detail, f"d/f{i:05d}")
         assert len(client.by_name) <= 2 + 10 and client.whole == 0
-        assert max(len(b) for b in client.by_name) <= SignedUrls.BATCH
+        assert max(len(b) for b in client.by_name[:SignedUrls.BATCH_AFTER]) <= SignedUrls.BATCH
+        # A reader going through the version: larger batches after the first requests.
+        for i in range(0, 5000, 7):
+            await urls.url(detail, f"d/f{i:05d}")
+        assert max(len(b) for b in client.by_name) <= SignedUrls.BATCH_LATER
+        assert len(client.by_name) <= SignedUrls.BATCH_AFTER + 5000 // SignedUrls.BATCH_LATER + 3
         asked = len(client.by_name)
         with pytest.raises(NotFound):        # a name not in the manifest is never asked for
             await urls.url(detail, "d/nope")

@@ -81,6 +81,8 @@ def test_warm_ups_of_a_huge_version_stay_bounded(emu, mount, huge, tmp_path):
              what="the warm-up to fetch the folder's next files")
     reqs = _url_requests(emu)
     assert all(r.operation == "ArtifactMembershipFiles" for r in reqs)
-    assert all(len(r.variables["fileNames"]) <= SignedUrls.BATCH for r in reqs)
+    assert all(len(r.variables["fileNames"]) <= SignedUrls.BATCH for r in reqs[:SignedUrls.BATCH_AFTER])
+    assert all(len(r.variables["fileNames"]) <= SignedUrls.BATCH_LATER for r in reqs)
+    assert len(reqs) <= 2 + Warmups.SMALL_FILES // SignedUrls.BATCH
     asked = {n for r in reqs for n in r.variables["fileNames"]}
-    assert len(asked) <= Warmups.SMALL_FILES + SignedUrls.BATCH
+    assert len(asked) <= Warmups.SMALL_FILES + SignedUrls.BATCH_LATER

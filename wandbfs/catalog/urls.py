@@ -3,8 +3,9 @@
 A small version's URLs come in one request for all of them (W&B pages them 5,000 at a
 time; ``WHOLE_VERSION`` files or fewer is one page), which is what ``cat *`` wants. A larger
 version's come by name: the file asked for and the files after it in its folder (the likely
-next opens, ``BATCH`` at most), in one request; files asked for while a request is out join
-the next one. So opening one file of a version of 200,000 costs one request for 100 URLs,
+next opens, ``BATCH`` at most, ``BATCH_LATER`` once a reader has made ``BATCH_AFTER``
+requests in the version), in one request; files asked for while a request is out join the
+next one. So opening one file of a version of 200,000 costs one request for 100 URLs,
 not 40 pages of 5,000.
 
 A URL refused by storage (expired) is asked for again: the whole version's for a small one
@@ -62,6 +63,8 @@ class _Version:
     urls: dict[str, str] = field(default_factory=dict)
     pending: dict[str, _Want] = field(default_factory=dict)   # asked for, not yet requested
     loading: bool = False
+    complete: bool = False            # ``urls`` holds the whole version's (one listing)
+    requests: int = 0                 # requests by name made for this version
     whole: trio.Event | None = None   # set when the whole-version request in flight ends
     by_name: bool = True      # False: W&B ignored the names; list the whole version
 
@@ -71,6 +74,8 @@ class SignedUrls:
 
     WHOLE_VERSION = 1000   # files: up to this many, a version's URLs come in one request for all
     BATCH = 100            # names per request for a larger version
+    BATCH_LATER = 1000     # ... after BATCH_AFTER requests (a reader going through the folder)
+    BATCH_AFTER = 10
     MAX_URLS = 20_000      # URLs kept in memory (about 6 MB)
 
     def __init__(self, client: WandbClient, call: Callable[..., Awaitable[Any]]) -> None:
@@ -111,7 +116,7 @@ class SignedUrls:
     async def _whole_version(self, detail: VersionDetail, v: _Version, refresh: bool) -> dict[str, str]:
         """Every URL of the version, one request for all (shared by the callers meanwhile)."""
         while True:
-            if v.urls and not refresh:
+            if v.complete and not refresh:
                 return v.urls
             if v.whole is None:
                 break
@@ -121,6 +126,7 @@ class SignedUrls:
         try:
             self.requests += 1
             v.urls = await self._call(self.client.file_urls, detail)
+            v.complete = True
         finally:
             v.whole.set()
             v.whole = None
@@ -162,10 +168,11 @@ class SignedUrls:
     async def _drain(self, detail: VersionDetail, v: _Version) -> None:
         """Request what is pending, a batch at a time, until nothing is."""
         while v.by_name:
-            asked = [p for p, w in v.pending.items() if not w.done.is_set()][:self.BATCH]
+            batch = self.BATCH if v.requests < self.BATCH_AFTER else self.BATCH_LATER
+            asked = [p for p, w in v.pending.items() if not w.done.is_set()][:batch]
             if not asked:
                 return
-            names = self._with_neighbours(detail, v, asked)
+            names = self._with_neighbours(detail, v, asked, batch)
             wanted = {p: detail.manifest.entries[p] for p in names if p in detail.manifest.entries}
             if not wanted:   # never ask with no names: W&B would answer with every file
                 for p in asked:
@@ -176,6 +183,7 @@ class SignedUrls:
                 continue
             try:
                 self.requests += 1
+                v.requests += 1
                 answers = await self._call(self.client.file_urls_for, detail, list(wanted))
             except Exception as e:  # noqa: BLE001 - handed to the waiters of this batch
                 for p in asked:
@@ -201,13 +209,13 @@ class SignedUrls:
                 w.done.set()
             self._trim()
 
-    def _with_neighbours(self, detail: VersionDetail, v: _Version, asked: list[str]) -> list[str]:
+    def _with_neighbours(self, detail: VersionDetail, v: _Version, asked: list[str], batch: int) -> list[str]:
         """``asked``, then the files after the first of them in its folder (stored files whose
-        URL is not known yet), up to ``BATCH`` names."""
-        names = list(dict.fromkeys(asked))[:self.BATCH]
+        URL is not known yet), up to ``batch`` names."""
+        names = list(dict.fromkeys(asked))[:batch]
         seen = set(names)
         for i, kid in enumerate(detail.manifest.following(asked[0])):
-            if len(names) >= self.BATCH or i >= 4 * self.BATCH:
+            if len(names) >= batch or i >= 4 * batch:
                 break
             if kid.ref is None and kid.path not in seen and kid.path not in v.urls:
                 names.append(kid.path)
@@ -227,6 +235,8 @@ class SignedUrls:
             del self._versions[key]
         if total > self.MAX_URLS:
             for v in self._versions.values():
+                if v.complete:   # a whole listing is kept whole (it would be asked for again at once)
+                    continue
                 drop = list(v.urls)[:total - self.MAX_URLS // 2]
                 for p in drop:
                     del v.urls[p]
