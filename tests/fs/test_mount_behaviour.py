@@ -31,8 +31,9 @@ def test_eight_concurrent_readers_cause_one_download(emu, mount, fresh_cache):
     assert outs == {expected}
     gets = [g for g in blob_gets(emu) if md5hex in g.path]
     wait_for(lambda: all(g.done for g in gets), timeout=10, what="the server to finish logging")
-    # One download: every byte fetched exactly once (in parallel ranged parts).
-    assert sum(g.bytes_out for g in gets) == 64 * 1024 * 1024 and len(gets) == 64 // 8
+    # One download: every byte fetched exactly once (the first reads' ranges, a growing
+    # read-ahead, then the rest in parallel ranged parts of at most 8 MiB).
+    assert sum(g.bytes_out for g in gets) == 64 * 1024 * 1024 and 64 // 8 <= len(gets) <= 64 // 8 + 8
 
 
 def test_second_mount_on_the_same_cache_fetches_nothing(emu, mount, fresh_cache):

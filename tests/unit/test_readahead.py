@@ -126,11 +126,11 @@ def test_ranges_already_present_are_never_asked_for():
     assert total(rest) == 16 * MiB - 6 * MiB
 
 
-def test_whole_from_the_start_asks_for_the_read_first_then_the_parts_in_order():
+def test_whole_from_the_start_asks_for_the_reads_part_first_then_the_parts_in_order():
     plan = FillPlan(64 * MiB, PlanLimits(part=8 * MiB), whole=True)
-    plan.on_read(40 * MiB, 40 * MiB + READ)
+    plan.on_read(40 * MiB + 5, 40 * MiB + READ)
     reqs = drain(plan)
-    assert reqs[0] == (40 * MiB, 40 * MiB + READ)
+    assert reqs[0] == (40 * MiB, 48 * MiB)
     assert [s for s, _ in reqs[1:]] == sorted(s for s, _ in reqs[1:])
     assert total(reqs) == 64 * MiB and no_overlap(reqs)
 
@@ -152,3 +152,10 @@ def test_a_run_of_reads_going_down_reads_ahead_below_and_becomes_whole():
     below = [s for s, e in asked if e <= top - 2 * fault]
     assert min(below) < top - reads * fault           # asked for below the reader, not only at it
     assert no_overlap(asked)
+
+
+def test_a_file_of_one_part_is_one_request_wherever_it_is_read():
+    """A server that cannot send ranges gets one whole GET (the part is the object)."""
+    plan = FillPlan(3 * MiB + 7, PlanLimits(part=3 * MiB + 7), whole=True)
+    plan.on_read(2 * MiB, 2 * MiB + READ)
+    assert drain(plan) == [(0, 3 * MiB + 7)]

@@ -84,9 +84,13 @@ class FillPlan:
         if s is None:
             # A new run (or the whole file is coming anyway): the read's own range, with the
             # first window when it starts at 0, as one request at the front of the queue.
-            window = self.lim.first if off == 0 and not self.whole else 0
-            want = self._align_up(max(end, off + window))
-            asked = self._claim(self._align_down(off), want, front=True)
+            if self.whole:   # everything is coming: the read's part first, as one request
+                start, want = off - off % self.lim.part, min(self.size, (end - 1) // self.lim.part * self.lim.part
+                                                             + self.lim.part)
+            else:
+                window = self.lim.first if off == 0 else 0
+                start, want = self._align_down(off), self._align_up(max(end, off + window))
+            asked = self._claim(start, want, front=True)
             if not self.whole:
                 # a run from the start is likely a whole read: its refills start at the first window
                 self._streams.append(_Stream(pos=end, ahead=want, window=max(window, self.lim.window), asked=asked,
