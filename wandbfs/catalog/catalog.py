@@ -371,14 +371,27 @@ class Catalog:
         return (await self.find_version(org, registry, collection, token)).index
 
     # ---- versions ----------------------------------------------------------------------
+    INLINE_BYTES = 64 << 10
+    """A version kept on disk up to this size is read on the trio thread: a worker thread's
+    round trip costs more than the read (a remount reading 300 small versions: 0.2 s)."""
+
+    async def _from_disk(self, org: str, registry: str, collection: str, index: int) -> VersionDetail | None:
+        """The version as the metastore keeps it, or None (then no thread was started)."""
+        if self.meta is None:
+            return None
+        size = self.meta.version_size(org, registry, collection, index)
+        if size is None:
+            return None
+        if size <= self.INLINE_BYTES:
+            return self.meta.load_version(org, registry, collection, index)
+        return await trio.to_thread.run_sync(self.meta.load_version, org, registry, collection, index)
+
     async def _known_version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail | None:
         """The version if its manifest is known already, in memory or on disk; no W&B."""
         key = (org, registry, collection, index)
         hit = self._versions.get(key)
-        if hit is None and self.meta is not None:
-            hit = await trio.to_thread.run_sync(self.meta.load_version, org, registry, collection, index)
-            if hit is not None:
-                self._versions[key] = hit
+        if hit is None and (hit := await self._from_disk(org, registry, collection, index)) is not None:
+            self._versions[key] = hit
         return hit
 
     async def version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail:
@@ -388,9 +401,8 @@ class Catalog:
             return hit
 
         async def load() -> VersionDetail:
-            detail = None
-            if self.meta is not None:  # a version never changes: a saved copy is as good as W&B's
-                detail = await trio.to_thread.run_sync(self.meta.load_version, org, registry, collection, index)
+            # A version never changes: a saved copy is as good as W&B's.
+            detail = await self._from_disk(org, registry, collection, index)
             if detail is None:
                 detail = await self._sdk(self.client.version, org, registry, collection, f"v{index}")
                 if self.meta is not None:

@@ -97,6 +97,20 @@ class MetaStore:
         except OSError:
             return False
 
+    def version_size(self, org: str, registry: str, collection: str, index: int) -> int | None:
+        """Bytes a kept version takes on disk (its record and manifest), None if none is kept:
+        two ``stat`` calls, so a caller knows whether reading it is worth a worker thread."""
+        path = self._version_path(org, registry, collection, index)
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return None
+        try:
+            size += os.stat(path.with_suffix(".manifest")).st_size
+        except OSError:
+            pass
+        return size
+
     def load_version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail | None:
         path = self._version_path(org, registry, collection, index)
         obj = self._read(path)
