@@ -218,18 +218,24 @@ def test_unmount_during_a_hang_exits_and_the_next_mount_records_the_pending_use(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("reader_cmd", [["cat"], ["tail", "-c", "1"]], ids=["sequential", "read-at-eof"])
-def test_sigterm_with_a_1gib_download_in_flight(outage, sdk_defaults_env, mount, tmp_path, reader_cmd):
-    """A reader at EOF waits for the whole file's digest; pyfuse3's loop waits for that read:
-    the downloads are stopped before the loop is asked to end, so neither waits for the rest."""
+@pytest.mark.parametrize("reader_cmd,fill", [(["cat"], "adaptive"), (["tail", "-c", "1"], "whole")],
+                         ids=["sequential", "read-at-eof"])
+def test_sigterm_with_a_1gib_download_in_flight(outage, sdk_defaults_env, mount, tmp_path, reader_cmd, fill):
+    """A reader at EOF waits for the whole file's digest (``--fill whole``: every open fills
+    the file); pyfuse3's loop waits for that read: the downloads are stopped before the loop
+    is asked to end, so neither waits for the rest. An adaptive fill (``cat``, gone whole)
+    keeps what arrived as a partial object; a whole fill's temp file is removed."""
     publish(outage.emu.store, "acme", "model", "huge", {"weights.bin": bytes(1 << 30)})
-    m = mount(env=sdk_defaults_env)
+    m = mount("--fill", fill, env=sdk_defaults_env)
     outage.emu.faults.set([{"route": "blob", "rate_bps": 32 << 20}])   # ~32 s for the whole file
     f = m.path / "acme/model/huge/v0/weights.bin"
     reader = subprocess.Popen([*reader_cmd, str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tmp_dir = Path(sdk_defaults_env["WANDB_CACHE_DIR"]) / "artifacts" / "tmp"
+    cache = Path(sdk_defaults_env["WANDB_CACHE_DIR"])
+    tmp_dir = cache / "artifacts" / "tmp"
+    partial_dir = cache / "wandbfs-meta" / "partial" / "md5"
+    dl_dir = partial_dir if fill == "adaptive" else tmp_dir
     try:
-        wait_for(lambda: tmp_dir.is_dir() and any(p.stat().st_size > (16 << 20) for p in tmp_dir.iterdir()),
+        wait_for(lambda: dl_dir.is_dir() and any(p.stat().st_blocks * 512 > (16 << 20) for p in dl_dir.iterdir()),
                  timeout=60, what="the download to be under way")
         pid = m.pid
         t0 = time.monotonic()
@@ -241,7 +247,10 @@ def test_sigterm_with_a_1gib_download_in_flight(outage, sdk_defaults_env, mount,
         # download on a slower link).
         assert took <= 5, f"the daemon took {took:.1f}s to exit with a 1 GiB download in flight"
         print(f"\nhang: SIGTERM to exit with a 1 GiB download in flight {took:.1f} s")
-        assert not [p for p in tmp_dir.iterdir()], "the cancelled download left its temp file"
+        assert not [p for p in tmp_dir.iterdir()] if tmp_dir.is_dir() else True, "the cancelled download left its temp file"
+        if fill == "adaptive":   # kept for the next mount, with the ranges that arrived
+            [part] = list(partial_dir.iterdir())
+            assert "user.wandbfs.ranges" in os.listxattr(part)
     finally:
         reader.kill()
         reader.wait(timeout=10)
