@@ -325,3 +325,15 @@ def test_the_mount_start_loads_the_registries_before_any_lookup():
             assert client.calls["registries"] == 1
             n.cancel_scope.cancel()
     trio.run(main)
+
+
+def test_a_locked_alias_stays_on_its_version_while_that_exists():
+    client = FakeClient()
+    client.n_versions = 3
+
+    async def main() -> None:
+        cat = Catalog(client, locks={("acme", "model", "resnet"): {"production": 2, "latest": 7}})
+        assert await cat.resolve("acme", "model", "resnet", "production") == 2   # W&B says 0
+        assert await cat.resolve("acme", "model", "resnet", "latest") == 1       # v7 is gone: W&B's
+        assert (await cat.versions("acme", "model", "resnet")).aliases["production"] == 2
+    trio.run(main)

@@ -333,8 +333,11 @@ class Catalog:
         the first page if none is fresh (one request; complete, it says no too), else the
         name resolved by W&B itself (one request; ``NotFound`` is a real miss)."""
         locked = self.locks.get((org, registry, collection), {})
-        if token in locked:   # --lock: this alias stays on its version
-            return await self.find_version(org, registry, collection, f"v{locked[token]}")
+        if token in locked:   # --lock: this alias stays on its version (while that version exists)
+            try:
+                return await self.find_version(org, registry, collection, f"v{locked[token]}")
+            except NotFound:
+                pass
         vers_key = ("vers", org, registry, collection)
         full = self._lists.get(vers_key)
         if full is not None:

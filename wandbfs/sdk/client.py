@@ -206,7 +206,9 @@ class WandbClient:
     def _default_factory() -> Any:
         import wandb
 
-        return wandb.Api(timeout=30)
+        api = wandb.Api(timeout=30)
+        _import_lookup_modules()
+        return api
 
     def api(self) -> Any:
         with self._lock:
@@ -319,7 +321,7 @@ class WandbClient:
                 aliases[x] = v.index
         return CollectionVersions(versions, aliases)
 
-    def versions(self, org: str, registry: str, collection: str, type_name: str | None = None) -> CollectionVersions:
+    def versions(self, org: str, registry: str, collection: str) -> CollectionVersions:
         """Every version of a collection and where its aliases point: one request per 100
         (the registry's version search, which needs neither the collection's type nor its id)."""
         def run() -> CollectionVersions:
@@ -490,6 +492,18 @@ class WandbClient:
                     return out
                 cursor = files.page_info.end_cursor
         return self._call(run)
+
+
+def _import_lookup_modules() -> None:
+    """Import with the Api (at sign-in, before the mount answers) what a first lookup would
+    otherwise import: the SDK's registry search, its page models (pydantic generics, built
+    on first use: 0.3-0.7 s) and the artifact models, which a fresh mount's first path, or its
+    start-up loads, would wait for."""
+    import wandb.apis.public.registries.registries_search  # noqa: F401
+    import wandb.sdk.artifacts._models.pagination  # noqa: F401
+    import wandb.sdk.artifacts.artifact  # noqa: F401
+    from wandb.sdk.artifacts._generated import (ArtifactMembershipByName, FetchArtifactManifest,  # noqa: F401
+                                                FetchRegistries, RegistryCollections, RegistryVersions)
 
 
 def registry_index(art: Any) -> int:
