@@ -408,12 +408,23 @@ class Catalog:
             detail = await self._from_disk(org, registry, collection, index)
             if detail is None:
                 detail = await self._sdk(self.client.version, org, registry, collection, f"v{index}")
-                if self.meta is not None:
-                    await trio.to_thread.run_sync(self.meta.save_version, detail)
+                if self.meta is not None:   # the lookup does not wait for the disk (with a nursery)
+                    if self.nursery is not None:
+                        self.nursery.start_soon(self._keep, detail)
+                    else:
+                        await self._keep(detail)
                 detail = dataclasses.replace(detail, raw_manifest=b"")   # saved: the parse is what is kept
             self._versions[key] = detail
             return detail
         return await self._flight.run(("ver",) + key, load, self.lookup_timeout, f"{collection}:v{index}")
+
+    async def _keep(self, detail: VersionDetail) -> None:
+        """The version on disk, for later mounts and outages; a failure only costs that."""
+        assert self.meta is not None
+        try:
+            await trio.to_thread.run_sync(self.meta.save_version, detail)
+        except Exception as e:  # noqa: BLE001 - runs in the mount's nursery: must not end it
+            log.warning("could not keep %s on disk: %s", detail.name, e)
 
     async def file_url(self, detail: VersionDetail, path: str, refresh: bool = False) -> str:
         """A signed URL for one file; ``refresh`` asks W&B again (an expired URL got 403).
