@@ -31,7 +31,6 @@ import errno
 import json
 import logging
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,17 +160,7 @@ class Partials:
         except FileNotFoundError:
             return
         for kind in kinds:
-            try:
-                entries = list(os.scandir(kind))
-            except FileNotFoundError:
-                continue
-            for de in entries:
-                try:
-                    st = de.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield Path(de.path), st
+            yield from ObjectCache._regular_files(kind)
 
     def try_evict(self, path: Path) -> bool:
         """Remove a partial object nobody holds (the object cache's rule: a shared flock on
