@@ -38,7 +38,7 @@ class PlanLimits:
     first: int = 1 * MiB           # a read at offset 0 asks for this much at once
     window: int = 256 * KiB        # a stream's first read-ahead window, doubled on each refill
     max_window: int = 64 * MiB
-    whole_after: int = 32 * MiB    # a stream that has asked for this much: fetch the whole file
+    whole_after: int = 16 * MiB    # a stream that has asked for this much: fetch the whole file
     whole_share: float = 0.5       # ... or once this share of the file is claimed
     streams: int = 8               # sequential runs tracked at once (pyarrow reads with threads)
 
