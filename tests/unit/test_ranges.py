@@ -36,3 +36,12 @@ def test_against_a_model():
         assert r.total() == len(model)
         ivs = r.intervals()
         assert all(ivs[i][1] < ivs[i + 1][0] for i in range(len(ivs) - 1))  # merged, sorted
+
+
+def test_total_is_kept_right_as_ranges_merge():
+    rng = random.Random(9)
+    rs = RangeSet()
+    for _ in range(2000):
+        s = rng.randrange(0, 10_000)
+        rs.add(s, s + rng.randrange(1, 300))
+        assert rs.total() == sum(e - s for s, e in rs.intervals())

@@ -161,8 +161,3 @@ class Partials:
             return
         for kind in kinds:
             yield from ObjectCache._regular_files(kind)
-
-    def try_evict(self, path: Path) -> bool:
-        """Remove a partial object nobody holds (the object cache's rule: a shared flock on
-        every descriptor in use, eviction tries the exclusive one without waiting)."""
-        return self.cache.try_evict(path)

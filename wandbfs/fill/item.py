@@ -133,10 +133,6 @@ class FillItem:
     def workers(self) -> int:
         return min(self.nparts, self.policy.concurrency)
 
-    @property
-    def whole(self) -> bool:
-        return self.plan.whole
-
     def acquire(self) -> bool:
         """Hold the item (a reader, or one read in flight); ``False`` if it was parked."""
         with self._lock:

@@ -14,6 +14,7 @@ class RangeSet:
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._total = 0   # bytes present, kept as intervals merge: asked on every read
 
     def add(self, start: int, end: int) -> None:
         if end <= start:
@@ -23,6 +24,7 @@ class RangeSet:
         if i < j:
             start = min(start, self._starts[i])
             end = max(end, self._ends[j - 1])
+        self._total += (end - start) - sum(e - s for s, e in zip(self._starts[i:j], self._ends[i:j]))
         self._starts[i:j] = [start]
         self._ends[i:j] = [end]
 
@@ -55,7 +57,7 @@ class RangeSet:
         return out
 
     def total(self) -> int:
-        return sum(e - s for s, e in zip(self._starts, self._ends))
+        return self._total
 
     def intervals(self) -> list[tuple[int, int]]:
         return list(zip(self._starts, self._ends))
