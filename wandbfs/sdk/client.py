@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import urllib3
 
@@ -423,39 +423,44 @@ class WandbClient:
             time.sleep(0.5 * (attempt + 1))
         raise BackendError(f"cannot fetch the manifest of {art.id}: {last}")
 
-    def file_urls(self, detail: VersionDetail) -> dict[str, str]:
-        """Signed URLs for every file of a version (5,000 a page, like artifact.download()).
+    def _membership_files(self, detail: VersionDetail, query: str, parse: Callable[[str], Any],
+                          **variables: Any) -> Iterator[Any]:
+        """The pages of a version's files, through the membership of the collection's
+        ``vN`` (the SDK's own queries name the version by ``Artifact.version``, which can
+        be the source sequence's number: see ``registry_index``). Blocking; the caller
+        stops reading pages when it has what it wants."""
+        service = self.api()._service_api
+        cursor = None
+        while True:
+            result = service.execute_graphql(
+                query, variables={"entity": detail.entity, "project": detail.project,
+                                  "collection": detail.collection, "alias": f"v{detail.index}",
+                                  "cursor": cursor, **variables}, parse=parse)
+            project = result.project
+            coll = project.artifact_collection if project else None
+            membership = coll.artifact_membership if coll else None
+            files = membership.files if membership else None
+            if files is None:
+                raise NotFound(f"no files for {detail.name}")
+            yield files
+            if not files.page_info.has_next_page:
+                return
+            cursor = files.page_info.end_cursor
 
-        The SDK's own ``_fetch_file_urls`` names the version by ``Artifact.version``, which
-        can be the source sequence's number (see ``registry_index``); we send the same
-        GraphQL operation with the collection's ``vN``.
-        """
+    def file_urls(self, detail: VersionDetail) -> dict[str, str]:
+        """Signed URLs for every file of a version (5,000 a page, like artifact.download()),
+        with the SDK's ``GetArtifactMembershipFileUrls`` operation."""
         def run() -> dict[str, str]:
             from wandb.sdk.artifacts._generated import (GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL,
                                                         GetArtifactMembershipFileUrls)
 
-            service = self.api()._service_api
             urls: dict[str, str] = {}
-            cursor = None
-            while True:
-                result = service.execute_graphql(
-                    GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL,
-                    variables={"entity": detail.entity, "project": detail.project,
-                               "collection": detail.collection, "alias": f"v{detail.index}",
-                               "cursor": cursor, "perPage": 5000},
-                    parse=GetArtifactMembershipFileUrls.model_validate_json)
-                project = result.project
-                coll = project.artifact_collection if project else None
-                membership = coll.artifact_membership if coll else None
-                files = membership.files if membership else None
-                if files is None:
-                    raise NotFound(f"no files for {detail.name}")
+            for files in self._membership_files(detail, GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL,
+                                                GetArtifactMembershipFileUrls.model_validate_json, perPage=5000):
                 for edge in files.edges:
                     if edge.node and edge.node.direct_url:
                         urls[edge.node.name] = edge.node.direct_url
-                if not files.page_info.has_next_page:
-                    return urls
-                cursor = files.page_info.end_cursor
+            return urls
         return self._call(run)
 
     def file_urls_for(self, detail: VersionDetail, names: list[str]) -> list[FileUrl]:
@@ -467,30 +472,18 @@ class WandbClient:
         def run() -> list[FileUrl]:
             from wandb.sdk.artifacts._generated import ARTIFACT_MEMBERSHIP_FILES_GQL, ArtifactMembershipFiles
 
-            service = self.api()._service_api
             out: list[FileUrl] = []
-            cursor = None
-            while True:
-                result = service.execute_graphql(
-                    ARTIFACT_MEMBERSHIP_FILES_GQL,
-                    variables={"entity": detail.entity, "project": detail.project,
-                               "collection": detail.collection, "alias": f"v{detail.index}",
-                               "fileNames": list(names), "cursor": cursor, "perPage": max(1, len(names))},
-                    parse=ArtifactMembershipFiles.model_validate_json)
-                project = result.project
-                coll = project.artifact_collection if project else None
-                membership = coll.artifact_membership if coll else None
-                files = membership.files if membership else None
-                if files is None:
-                    raise NotFound(f"no files for {detail.name}")
+            for files in self._membership_files(detail, ARTIFACT_MEMBERSHIP_FILES_GQL,
+                                                ArtifactMembershipFiles.model_validate_json,
+                                                fileNames=list(names), perPage=max(1, len(names))):
                 for e in files.edges:
                     node = e.node
                     if node and node.direct_url:   # by either digest W&B sends (the same base64 md5)
                         for digest in [d for d in dict.fromkeys((node.digest, node.md_5)) if d] or [None]:
                             out.append(FileUrl(node.name, digest, node.direct_url))
-                if not files.page_info.has_next_page or len(out) >= 4 * len(names) or not files.edges:
-                    return out
-                cursor = files.page_info.end_cursor
+                if len(out) >= 4 * len(names) or not files.edges:
+                    break
+            return out
         return self._call(run)
 
 
