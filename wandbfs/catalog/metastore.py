@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Hashable
@@ -38,6 +39,7 @@ class MetaStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.read_only = False   # a write failed with EROFS/EACCES: stop trying (said once)
+        self._once = threading.Lock()
 
     def _mkdirs(self, d: Path) -> None:
         """Every level 0700 (``mkdir(parents=True, mode=...)`` only applies it to the last)."""
@@ -57,9 +59,11 @@ class MetaStore:
             os.replace(tmp, path)
         except OSError as e:  # a full disk must not break a lookup that already succeeded
             if e.errno in UNWRITABLE:
-                self.read_only = True
-                log.warning("metadata dir %s is not writable (%s): listings and manifests seen from now on "
-                            "are not kept on disk for outages", self.root, e.strerror)
+                with self._once:   # writes run in threads: the first to fail says it, once
+                    first, self.read_only = not self.read_only, True
+                if first:
+                    log.warning("metadata dir %s is not writable (%s): listings and manifests seen from now on "
+                                "are not kept on disk for outages", self.root, e.strerror)
             else:
                 log.warning("could not save metadata %s: %s", path.name, e)
 
