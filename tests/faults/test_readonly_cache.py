@@ -53,6 +53,8 @@ def test_read_only_cache_serves_cached_files_and_streams_the_rest(emu, mount, ro
     assert r.returncode == 0, r.stderr
     filled = _objects(cache)
     assert len(filled) == len(CACHED)
+    kept = {p.name for p in (cache / "wandbfs-meta/versions").rglob("v0.*")}
+    assert kept == {"v0.json", "v0.manifest"}, kept               # the version, kept for outages
     # A temp file a killed daemon left behind: startup's cleanup must not fail on it.
     orphan = cache / "artifacts/tmp" / f"wandbfs-{_dead_pid()}-leftover"
     orphan.parent.mkdir(parents=True, exist_ok=True)

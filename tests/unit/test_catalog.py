@@ -311,6 +311,42 @@ def test_versions_known_on_disk_need_no_w_and_b(tmp_path):
     trio.run(main)
 
 
+def test_a_version_read_just_before_unmount_is_kept_on_disk(tmp_path):
+    """The record is written in the background; an unmount (the nursery cancelled) right
+    after the lookup must not lose it: the next mount may be the offline one. The cache dir
+    need not exist yet (listings are saved before the first file is cached)."""
+    from wandbfs.catalog.metastore import MetaStore
+
+    meta_root = tmp_path / "cache-not-made-yet" / "wandbfs-meta"
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            cat = Catalog(FakeClient(), meta=MetaStore(meta_root), nursery=n)
+            await cat.version("acme", "model", "resnet", 1)
+            n.cancel_scope.cancel()                    # the unmount, before _keep has run
+    trio.run(main)
+    kept = MetaStore(meta_root).load_version("acme", "model", "resnet", 1)
+    assert kept is not None and kept.index == 1 and kept.artifact_id == "idv1"
+
+
+def test_a_version_whose_manifest_could_not_be_written_leaves_no_record(tmp_path, caplog):
+    """A record naming a manifest file that is not there would be read back as broken."""
+    from wandbfs.catalog.metastore import MetaStore
+
+    import dataclasses
+    import json
+
+    detail = FakeClient().version("acme", "model", "resnet", "v1")
+    detail = dataclasses.replace(detail, raw_manifest=json.dumps(detail.raw_manifest).encode())
+    meta = MetaStore(tmp_path)
+    manifest = meta._version_path("acme", "model", "resnet", 1).with_suffix(".manifest")
+    manifest.mkdir(parents=True)                       # replace() onto it fails (EISDIR)
+    meta.save_version(detail)
+    assert not manifest.with_suffix(".json").exists()
+    assert meta.load_version("acme", "model", "resnet", 1) is None
+    assert [r for r in caplog.records if "could not save metadata v1.manifest" in r.getMessage()]
+
+
 def test_the_mount_start_loads_the_registries_before_any_lookup():
     client = FakeClient()
 

@@ -38,6 +38,8 @@ from wandbfs.sdk.gate import Gate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+KEEP_GRACE_S = 5.0
+"""How long an unmount waits for a version record still being written."""
 
 __all__ = ["Catalog", "SingleFlight"]
 
@@ -419,10 +421,13 @@ class Catalog:
         return await self._flight.run(("ver",) + key, load, self.lookup_timeout, f"{collection}:v{index}")
 
     async def _keep(self, detail: VersionDetail) -> None:
-        """The version on disk, for later mounts and outages; a failure only costs that."""
+        """The version on disk, for later mounts and outages; a failure only costs that.
+        Shielded, so an unmount right after a read still keeps the version (the next mount
+        may be offline), but for at most ``KEEP_GRACE_S``: a hung disk must not hold the exit."""
         assert self.meta is not None
         try:
-            await trio.to_thread.run_sync(self.meta.save_version, detail)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + KEEP_GRACE_S):
+                await trio.to_thread.run_sync(self.meta.save_version, detail, abandon_on_cancel=True)
         except Exception as e:  # noqa: BLE001 - runs in the mount's nursery: must not end it
             log.warning("could not keep %s on disk: %s", detail.name, e)
 

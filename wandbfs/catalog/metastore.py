@@ -42,21 +42,26 @@ class MetaStore:
         self._once = threading.Lock()
 
     def _mkdirs(self, d: Path) -> None:
-        """Every level 0700 (``mkdir(parents=True, mode=...)`` only applies it to the last)."""
+        """Every level 0700 (``mkdir(parents=True, mode=...)`` only applies it to the last).
+        The cache dir above the root may not exist yet: the first listings are saved before
+        the first file is cached (the cache creates it then)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         for p in [self.root, *reversed([q for q in d.parents if self.root in q.parents]), d]:
             if not p.exists():
                 p.mkdir(mode=0o700, exist_ok=True)
                 os.chmod(p, 0o700)
 
-    def _write(self, path: Path, obj: Any) -> None:
+    def _write(self, path: Path, obj: Any) -> bool:
+        """Whether ``obj`` is now on disk at ``path``."""
         if self.read_only:
-            return
+            return False
         try:
             self._mkdirs(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as f:   # bytes as they are; anything else as JSON, encoded in C
                 f.write(obj if isinstance(obj, bytes) else json.dumps(obj).encode())
             os.replace(tmp, path)
+            return True
         except OSError as e:  # a full disk must not break a lookup that already succeeded
             if e.errno in UNWRITABLE:
                 with self._once:   # writes run in threads: the first to fail says it, once
@@ -66,6 +71,7 @@ class MetaStore:
                                 "are not kept on disk for outages", self.root, e.strerror)
             else:
                 log.warning("could not save metadata %s: %s", path.name, e)
+            return False
 
     def _read(self, path: Path) -> Any:
         try:
@@ -86,7 +92,8 @@ class MetaStore:
                "created_at": d.created_at, "aliases": list(d.aliases), "metadata": d.metadata}
         path = self._version_path(d.org, d.registry, d.collection, d.index)
         if isinstance(d.raw_manifest, bytes):   # W&B's JSON as it came, beside (never parsed here)
-            self._write(path.with_suffix(".manifest"), d.raw_manifest)
+            if not self._write(path.with_suffix(".manifest"), d.raw_manifest):
+                return   # a record naming a manifest that is not there would be read as broken
             obj["manifest_file"] = path.with_suffix(".manifest").name
         else:
             obj["manifest"] = d.raw_manifest
