@@ -41,6 +41,23 @@ def test_urls_of_named_files_are_those_of_the_whole_listing(emu):
     assert client.file_urls_for(detail, ["no/such/file"]) == []
 
 
+def test_a_version_named_without_its_manifest_gets_the_same_urls(emu):
+    """``version_ref`` names a version for the membership query before its manifest is
+    loaded (the early URL of a fresh lookup): the SDK's query answers it as it answers the
+    loaded version, and an org whose entity is not known yet gets no ref (no guess)."""
+    client = WandbClient()
+    client.registries("acme")                     # the org's entity, as a mount's start learns it
+    ref = client.version_ref("acme", "model", "resnet50", 0)
+    assert ref is not None and ref.project == "wandb-registry-model"
+    early = client.file_urls_for(ref, NAMES)
+    detail = client.version("acme", "model", "resnet50", "v0")
+    wanted = {n: detail.manifest.entries[n] for n in NAMES}
+    assert sorted(match_urls(wanted, early)) == sorted(NAMES)
+    for name, url in match_urls(wanted, early).items():
+        assert hashlib.md5(_get(url)).hexdigest() == wanted[name].md5_hex
+    assert WandbClient().version_ref("acme", "model", "resnet50", 0) is None
+
+
 def test_answers_are_matched_by_path_else_by_digest():
     m = parse_manifest({"version": 1, "contents": {
         "a/x.bin": {"digest": "XrY7u+Ae7tCTyyK7j1rNww==", "size": 1},
@@ -122,4 +139,45 @@ def test_a_small_version_is_listed_whole_once():
         for i in range(50):
             assert await urls.url(detail, f"d/f{i:05d}") == f"whole:d/f{i:05d}"
         assert client.whole == 1 and client.by_name == []
+    trio.run(main)
+
+
+def test_an_early_answer_is_taken_by_the_first_url_call_and_a_failed_one_falls_back():
+    """``early``: the looked-up file's URL asked for before the manifest is at hand; the
+    version's first ``url`` call takes it (no second request for that file), other files go
+    the usual way, and an early request that failed costs only itself."""
+    class Early(_Client):
+        fail = False
+
+        def version_ref(self, org, reg, coll, idx):
+            from wandbfs.sdk.client import VersionRef
+            return VersionRef("e", "p", coll, idx, f"{org}/{reg}/{coll}:v{idx}")
+
+        def file_urls_for(self, detail, names):
+            if self.fail:
+                raise RuntimeError("W&B refused")
+            return super().file_urls_for(detail, names)
+
+    client = Early()
+    detail = _detail(50)
+
+    async def call(fn, *args):
+        return fn(*args)
+
+    async def main() -> None:
+        urls = SignedUrls(client, call)  # type: ignore[arg-type]
+        async with trio.open_nursery() as n:
+            urls.early("acme", "model", "big", 0, "d/f00003", n)
+            urls.early("acme", "model", "big", 0, "d/f00003", n)      # one request per version
+        assert client.by_name == [["d/f00003"]]
+        assert await urls.url(detail, "d/f00003") == "url:d/f00003:1"
+        assert client.whole == 0
+        assert await urls.url(detail, "d/f00004") == "whole:d/f00004"   # the rest: the usual way
+        client.fail = True
+        other = _detail(50)
+        other = type(other)(**{**other.__dict__, "index": 1, "artifact_id": "art1"})
+        async with trio.open_nursery() as n:
+            urls.early("acme", "model", "big", 1, "d/f00001", n)
+        assert await urls.url(other, "d/f00001") == "whole:d/f00001"
+        assert client.whole == 2
     trio.run(main)

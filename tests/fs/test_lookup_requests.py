@@ -81,3 +81,35 @@ def test_a_new_mount_serves_versions_on_disk_with_no_w_and_b_request(emu, mount,
     # ls of the collection: W&B first (bounded by --lookup-timeout), then the copy on disk.
     assert {"v0", "v1", "v2", "v3", "production"} <= set(os.listdir(m.path / COLL))
     emu.faults.clear()
+
+
+def test_a_file_looked_up_on_a_fresh_mount_has_its_url_asked_for_beside_the_manifest(emu, mount, tmp_path):
+    """``stat``/``open`` of a full path on a fresh mount: the file's signed URL is asked for
+    by name while the manifest loads (``Warmups.early_url``), not after it, so the open that
+    follows does not wait for one more W&B round trip. Not with ``--no-warm`` (above)."""
+    want = {}
+    seen = mount("--org", "acme", "--no-lineage", "--cache-dir", str(tmp_path / "seen"))
+    want["model.safetensors"] = (seen.path / COLL / "v1/model.safetensors").read_bytes()
+    seen.unmount()
+
+    m = mount("--org", "acme", "--no-lineage", "--cache-dir", str(tmp_path / "cache"))
+    _started(emu)
+    path = m.path / COLL / "v1/model.safetensors"
+    emu.faults.set([{"route": "graphql", "latency_ms": 300}])   # each W&B call: one slow round trip
+    try:
+        emu.log.clear()
+        os.stat(path)
+        during = _graphql(emu)
+        assert "FetchArtifactManifest" in during, during
+        assert "ArtifactMembershipFiles" in during, f"the URL was not asked for during the lookup: {during}"
+        with open(path, "rb") as f:
+            assert f.read() == want["model.safetensors"]
+        log = emu.log.entries()
+        first_blob = min(e.t for e in log if e.route == "blob")
+        before = [str(e.operation) for e in log if e.route == "graphql" and e.t < first_blob]
+        # The read's GET went out with the early answer: no other URL request came before it
+        # (the version's small files' warm-ups, after the read, may ask for the rest).
+        assert [op for op in before if "Url" in op or op == "ArtifactMembershipFiles"] == \
+            ["ArtifactMembershipFiles"], before
+    finally:
+        emu.faults.clear()

@@ -399,7 +399,10 @@ class Catalog:
             self._versions[key] = hit
         return hit
 
-    async def version(self, org: str, registry: str, collection: str, index: int) -> VersionDetail:
+    async def version(self, org: str, registry: str, collection: str, index: int,
+                      on_remote: Callable[[], None] | None = None) -> VersionDetail:
+        """``on_remote``: called when the manifest has to come from W&B (not memory or disk),
+        before it is asked for (a lookup starts its file's URL request beside it)."""
         key = (org, registry, collection, index)
         hit = self._versions.get(key)
         if hit is not None:
@@ -409,6 +412,8 @@ class Catalog:
             # A version never changes: a saved copy is as good as W&B's.
             detail = await self._from_disk(org, registry, collection, index)
             if detail is None:
+                if on_remote is not None:
+                    on_remote()
                 detail = await self._sdk(self.client.version, org, registry, collection, f"v{index}")
                 if self.meta is not None:   # the lookup does not wait for the disk (with a nursery)
                     if self.nursery is not None:

@@ -14,6 +14,11 @@ At most ``MAX_URLS`` are kept; the versions used least recently are dropped firs
 
 If W&B answers a request by name with none of the names asked for (a server that ignores
 the filter), that version falls back to the whole listing.
+
+Early: a name looked up at the top of a version whose manifest is still being fetched
+(``stat``/``open`` of a full path on a fresh mount) has its URL asked for by name at once,
+beside the manifest (``early``): both are one round trip, so the open that likely follows
+does not wait for a third. The first ``url`` call of that version takes the answer.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import trio
 
 from wandbfs.model.manifest import ManifestEntry
-from wandbfs.sdk.client import FileUrl, NotFound, VersionDetail, WandbClient
+from wandbfs.sdk.client import FileUrl, NotFound, VersionDetail, VersionRef, WandbClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +74,15 @@ class _Version:
     by_name: bool = True      # False: W&B ignored the names; list the whole version
 
 
+@dataclass
+class _Early:
+    """A request by name made before the version's manifest was at hand."""
+
+    names: list[str]
+    done: trio.Event = field(default_factory=trio.Event)
+    answers: list[FileUrl] = field(default_factory=list)
+
+
 class SignedUrls:
     """The catalog's signed URLs (``Catalog.file_url``)."""
 
@@ -77,12 +91,14 @@ class SignedUrls:
     BATCH_LATER = 1000     # ... after BATCH_AFTER requests (a reader going through the folder)
     BATCH_AFTER = 10
     MAX_URLS = 20_000      # URLs kept in memory (about 6 MB)
+    MAX_EARLY = 64         # early requests kept unclaimed (a name that was a folder is never opened)
 
     def __init__(self, client: WandbClient, call: Callable[..., Awaitable[Any]]) -> None:
         """``call``: how a blocking client method is run (the catalog's gate)."""
         self.client = client
         self._call = call
         self._versions: OrderedDict[tuple[str, int], _Version] = OrderedDict()
+        self._early: OrderedDict[tuple[str, str, str, int], _Early] = OrderedDict()
         self.requests = 0      # W&B requests made for URLs (tests and status count them)
 
     def __len__(self) -> int:
@@ -104,6 +120,12 @@ class SignedUrls:
             v.urls.pop(path, None)
         elif (url := v.urls.get(path)) is not None:
             return url
+        elif (early := self._early.pop((detail.org, detail.registry, detail.collection, detail.index), None)):
+            await early.done.wait()   # its own deadline (the gate's) bounds it
+            v.urls.update(match_urls({p: e for p in early.names if (e := detail.manifest.entries.get(p))},
+                                     early.answers))
+            if (url := v.urls.get(path)) is not None:
+                return url
         if len(detail.manifest.entries) <= self.WHOLE_VERSION or not v.by_name:
             urls = await self._whole_version(detail, v, refresh)
         else:
@@ -111,6 +133,27 @@ class SignedUrls:
         if path not in urls:
             raise NotFound(f"no URL for {path!r} in {detail.name}")
         return urls[path]
+
+    def early(self, org: str, registry: str, collection: str, index: int, name: str,
+              nursery: trio.Nursery) -> None:
+        """Ask for ``name``'s URL now, by name, while the version's manifest is loading."""
+        key = (org, registry, collection, index)
+        ref: VersionRef | None = self.client.version_ref(org, registry, collection, index)
+        if ref is None or key in self._early:
+            return
+        early = self._early[key] = _Early([name])
+        while len(self._early) > self.MAX_EARLY:
+            self._early.popitem(last=False)
+        nursery.start_soon(self._ask_early, ref, early)
+
+    async def _ask_early(self, ref: VersionRef, early: _Early) -> None:
+        try:
+            self.requests += 1
+            early.answers = await self._call(self.client.file_urls_for, ref, early.names)
+        except Exception as e:  # noqa: BLE001 - only a head start: the open asks again
+            log.debug("early URL request for %s in %s: %s", early.names, ref.name, e)
+        finally:
+            early.done.set()
 
     # ---- a small version: every URL at once ------------------------------------------------
     async def _whole_version(self, detail: VersionDetail, v: _Version, refresh: bool) -> dict[str, str]:

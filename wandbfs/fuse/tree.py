@@ -39,11 +39,16 @@ class Tree:
         self.table = table
         self.warmups = warmups
 
-    async def detail(self, node: Node) -> VersionDetail:
-        """The version (with its manifest) a node inside a version belongs to."""
+    async def detail(self, node: Node, looking_up: str | None = None) -> VersionDetail:
+        """The version (with its manifest) a node inside a version belongs to.
+        ``looking_up``: a name looked up at the version's top (see ``Warmups.early_url``)."""
         p = node.place
         assert isinstance(p, InVersion), p
-        return await self.catalog.version(p.org, p.reg, p.coll, p.idx)
+        early = None
+        if looking_up is not None:
+            def early() -> None:
+                self.warmups.early_url(p.org, p.reg, p.coll, p.idx, looking_up)
+        return await self.catalog.version(p.org, p.reg, p.coll, p.idx, on_remote=early)
 
     async def children(self, node: Node, want: str | None = None) -> Listing:
         """Everything listed in a directory (unlisted names are only found by lookup).
@@ -100,7 +105,7 @@ class Tree:
         if isinstance(p, Collection):
             return await self._version(p, name)
         if isinstance(p, InVersion):
-            detail = await self.detail(parent)
+            detail = await self.detail(parent, looking_up=None if p.parts else name)
             child = detail.manifest.lookup(p.parts + (name,))
             if child is None:
                 return None

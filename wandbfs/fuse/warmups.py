@@ -1,7 +1,8 @@
 """Warm-ups: what a listing, a lookup or a first open says is likely next, fetched ahead.
 
 Listing a collection loads its versions' manifests (the next ``ls vN`` answers from
-memory); looking up a file gets its signed URL (an open is likely; for a large version the
+memory); looking up a file gets its signed URL (asked for beside the manifest when that is
+still loading: ``early_url``) (an open is likely; for a large version the
 catalog asks for it and its folder's next files, see ``catalog/urls.py``); the first open
 in a version fetches its small files (``cat *``, config + tokenizer). Each runs once per
 collection or version, in the background, and never lets a failure reach a reader. Not the
@@ -74,6 +75,14 @@ class Warmups:
             self._url_in.send_nowait((detail, entry))
         except trio.WouldBlock:
             pass   # enough queued already: this one is fetched when it is opened
+
+    def early_url(self, org: str, reg: str, coll: str, idx: int, name: str) -> None:
+        """``name`` is looked up at the top of a version whose manifest is being fetched
+        from W&B (a ``stat``/``open`` of a full path on a fresh mount): its URL is asked for
+        by name now, beside the manifest, so the open likely next does not wait for one more
+        round trip. One small request, wasted if the name is a folder."""
+        if self.enabled and self.nursery is not None:
+            self.catalog.urls.early(org, reg, coll, idx, name, self.nursery)
 
     def file_opened(self, detail: VersionDetail, entry: ManifestEntry | None = None) -> None:
         """``entry``: the file opened (in a version with many small files, its folder's next

@@ -133,6 +133,18 @@ class VersionDetail:
 
 
 @dataclass(frozen=True)
+class VersionRef:
+    """A registry version named without its manifest: what the membership queries need
+    (``file_urls_for`` takes this or a ``VersionDetail``)."""
+
+    entity: str
+    project: str
+    collection: str
+    index: int
+    name: str
+
+
+@dataclass(frozen=True)
 class FileUrl:
     """One file's signed URL as W&B answered a request for named files."""
 
@@ -423,7 +435,7 @@ class WandbClient:
             time.sleep(0.5 * (attempt + 1))
         raise BackendError(f"cannot fetch the manifest of {art.id}: {last}")
 
-    def _membership_files(self, detail: VersionDetail, query: str, parse: Callable[[str], Any],
+    def _membership_files(self, detail: VersionDetail | VersionRef, query: str, parse: Callable[[str], Any],
                           **variables: Any) -> Iterator[Any]:
         """The pages of a version's files, through the membership of the collection's
         ``vN`` (the SDK's own queries name the version by ``Artifact.version``, which can
@@ -463,7 +475,16 @@ class WandbClient:
             return urls
         return self._call(run)
 
-    def file_urls_for(self, detail: VersionDetail, names: list[str]) -> list[FileUrl]:
+    def version_ref(self, org: str, registry: str, collection: str, index: int) -> VersionRef | None:
+        """The version as the membership queries name it, without loading it; None while the
+        org's entity is not known yet (it is once the org's registries are listed)."""
+        entity = self._org_entities.get(org)
+        if entity is None:
+            return None
+        return VersionRef(entity, registry_project(registry), collection, index,
+                          qualified_name(org, registry, collection, f"v{index}"))
+
+    def file_urls_for(self, detail: VersionDetail | VersionRef, names: list[str]) -> list[FileUrl]:
         """Signed URLs of the named files of a version, in one request (for a version too big
         to list whole when one file is opened): the SDK's ``Artifact.files(names=...)``
         operation (``ArtifactMembershipFiles`` with ``fileNames``), through the membership of
@@ -491,12 +512,15 @@ def _import_lookup_modules() -> None:
     """Import with the Api (at sign-in, before the mount answers) what a first lookup would
     otherwise import: the SDK's registry search, its page models (pydantic generics, built
     on first use: 0.3-0.7 s) and the artifact models, which a fresh mount's first path, or its
-    start-up loads, would wait for."""
+    start-up loads, would wait for; the file-URL models too (20-25 ms on the first open's
+    URL request: the SDK's ``_generated`` package builds each operation's models lazily)."""
     import wandb.apis.public.registries.registries_search  # noqa: F401
     import wandb.sdk.artifacts._models.pagination  # noqa: F401
     import wandb.sdk.artifacts.artifact  # noqa: F401
-    from wandb.sdk.artifacts._generated import (ArtifactMembershipByName, FetchArtifactManifest,  # noqa: F401
-                                                FetchRegistries, RegistryCollections, RegistryVersions)
+    from wandb.sdk.artifacts._generated import (ArtifactMembershipByName, ArtifactMembershipFiles,  # noqa: F401
+                                                FetchArtifactManifest, FetchRegistries,
+                                                GetArtifactMembershipFileUrls, RegistryCollections,
+                                                RegistryVersions)
 
 
 def registry_index(art: Any) -> int:
