@@ -87,6 +87,11 @@ class _Client:
         return {p: f"whole:{p}" for p in detail.manifest.entries}
 
 
+async def _direct(fn, *args):
+    """The catalog's gate, for a fake client: the call, in the trio thread."""
+    return fn(*args)
+
+
 def _detail(n: int):
     from wandbfs.sdk.client import VersionDetail
 
@@ -99,11 +104,8 @@ def test_a_large_version_asks_for_the_file_and_its_neighbours_and_refreshes_one(
     client = _Client()
     detail = _detail(5000)
 
-    async def call(fn, *args):
-        return fn(*args)
-
     async def main() -> None:
-        urls = SignedUrls(client, call)  # type: ignore[arg-type]
+        urls = SignedUrls(client, _direct)  # type: ignore[arg-type]
         assert await urls.url(detail, "d/f00010") == "url:d/f00010:1"
         assert client.by_name == [[f"d/f{i:05d}" for i in range(10, 10 + SignedUrls.BATCH)]]
         assert await urls.url(detail, "d/f00011") == "url:d/f00011:1"   # a neighbour: no request
@@ -131,11 +133,8 @@ def test_a_small_version_is_listed_whole_once():
     client = _Client()
     detail = _detail(50)
 
-    async def call(fn, *args):
-        return fn(*args)
-
     async def main() -> None:
-        urls = SignedUrls(client, call)  # type: ignore[arg-type]
+        urls = SignedUrls(client, _direct)  # type: ignore[arg-type]
         for i in range(50):
             assert await urls.url(detail, f"d/f{i:05d}") == f"whole:d/f{i:05d}"
         assert client.whole == 1 and client.by_name == []
@@ -161,11 +160,8 @@ def test_an_early_answer_is_taken_by_the_first_url_call_and_a_failed_one_falls_b
     client = Early()
     detail = _detail(50)
 
-    async def call(fn, *args):
-        return fn(*args)
-
     async def main() -> None:
-        urls = SignedUrls(client, call)  # type: ignore[arg-type]
+        urls = SignedUrls(client, _direct)  # type: ignore[arg-type]
         async with trio.open_nursery() as n:
             urls.early("acme", "model", "big", 0, "d/f00003", n)
             urls.early("acme", "model", "big", 0, "d/f00003", n)      # one request per version
