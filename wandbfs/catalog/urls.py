@@ -141,10 +141,13 @@ class SignedUrls:
         ref: VersionRef | None = self.client.version_ref(org, registry, collection, index)
         if ref is None or key in self._early:
             return
-        early = self._early[key] = _Early([name])
+        try:
+            nursery.start_soon(self._ask_early, ref, early := _Early([name]))
+        except RuntimeError:   # the mount is stopping (its nursery closed): nothing is asked
+            return
+        self._early[key] = early
         while len(self._early) > self.MAX_EARLY:
             self._early.popitem(last=False)
-        nursery.start_soon(self._ask_early, ref, early)
 
     async def _ask_early(self, ref: VersionRef, early: _Early) -> None:
         try:
