@@ -45,7 +45,8 @@ class MetaStore:
         """Every level 0700 (``mkdir(parents=True, mode=...)`` only applies it to the last).
         The cache dir above the root may not exist yet: the first listings are saved before
         the first file is cached (the cache creates it then)."""
-        self.root.parent.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():
+            self.root.parent.mkdir(parents=True, exist_ok=True)
         for p in [self.root, *reversed([q for q in d.parents if self.root in q.parents]), d]:
             if not p.exists():
                 p.mkdir(mode=0o700, exist_ok=True)

@@ -1,9 +1,9 @@
 """Warm-ups: what a listing, a lookup or a first open says is likely next, fetched ahead.
 
 Listing a collection loads its versions' manifests (the next ``ls vN`` answers from
-memory); looking up a file gets its signed URL (asked for beside the manifest when that is
-still loading: ``early_url``) (an open is likely; for a large version the
-catalog asks for it and its folder's next files, see ``catalog/urls.py``); the first open
+memory); looking up a file gets its signed URL (an open is likely; for a large version the
+catalog asks for it and its folder's next files, see ``catalog/urls.py``; on a fresh mount
+it is asked for beside the version's manifest, ``early_url``); the first open
 in a version fetches its small files (``cat *``, config + tokenizer). Each runs once per
 collection or version, in the background, and never lets a failure reach a reader. Not the
 ``wandbfs prefetch`` command, which fills the cache without a mount.
