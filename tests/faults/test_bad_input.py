@@ -89,7 +89,7 @@ def test_org_registry_collection_alias_with_spaces_and_non_ascii(emu, mount, odd
     assert ODD_ORG in os.listdir(m.path)
     coll = m.path / ODD_ORG / ODD_REG / ODD_COLL
     assert sorted(os.listdir(coll)) == ["latest", "prod ü", "v0"]
-    assert os.readlink(coll / "prod ü") == "v0"
+    assert os.path.basename(os.readlink(coll / "prod ü")) == "v0"
     for path, data in odd_names.items():
         assert (coll / "prod ü" / path).read_bytes() == data
     # the registry's project name and the SDK's name:alias spelling work as paths too

@@ -145,12 +145,12 @@ def test_refresh_picks_up_an_alias_move_at_once(emu, mount, mount_env, tmp_path)
     publish_two_versions(tmp_path, "refreshed", b"zero\n", b"one\n")
     m = mount("--alias-ttl", "3600", "--list-ttl", "3600", "--negative-ttl", "3600")
     link = m.path / "acme/model/refreshed/production"
-    assert os.readlink(link) == "v0"
+    assert os.path.basename(os.readlink(link)) == "v0"
     move_alias("acme/wandb-registry-model/refreshed:v1", "production")
-    assert os.readlink(link) == "v0"                       # cached for an hour
+    assert os.path.basename(os.readlink(link)) == "v0"                       # cached for an hour
     r = run_cli(["refresh", str(m.path), "acme/model/refreshed"], mount_env)
     assert r.returncode == 0, r.stderr
-    assert os.readlink(link) == "v1" and (link / "w.txt").read_bytes() == b"one\n"
+    assert os.path.basename(os.readlink(link)) == "v1" and (link / "w.txt").read_bytes() == b"one\n"
     assert "refresh acme/model/refreshed" in m.log
     r = run_cli(["refresh", str(m.path)], mount_env)       # everything
     assert r.returncode == 0 and "refreshed everything" in r.stdout
@@ -182,11 +182,11 @@ def test_lock_file_keeps_aliases_where_they_were(emu, mount, mount_env, tmp_path
     move_alias("acme/wandb-registry-model/locked:v1", "production")
     pinned = mount("--lock", str(lockfile), "--alias-ttl", "0.2")
     free = mount("--alias-ttl", "0.2")
-    assert os.readlink(pinned.path / "acme/model/locked/production") == "v0"
+    assert os.path.basename(os.readlink(pinned.path / "acme/model/locked/production")) == "v0"
     assert (pinned.path / "acme/model/locked/production/w.txt").read_bytes() == b"zero\n"
-    wait_for(lambda: os.readlink(free.path / "acme/model/locked/production") == "v1", timeout=10,
+    wait_for(lambda: os.path.basename(os.readlink(free.path / "acme/model/locked/production")) == "v1", timeout=10,
              what="the unlocked mount to follow the move")
-    assert os.readlink(pinned.path / "acme/model/locked/staging") == "v0"   # not in the lock: W&B's
+    assert os.path.basename(os.readlink(pinned.path / "acme/model/locked/staging")) == "v0"   # not in the lock: W&B's
     bad = tmp_path / "bad.lock"
     bad.write_text('{"wandbfs_lock": 1, "aliases": {"acme/wandb-registry-model/locked:v1": "v0"}}')
     r = run_cli(["mount", str(tmp_path / "x"), "--lock", str(bad)], mount_env)

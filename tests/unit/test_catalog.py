@@ -30,6 +30,10 @@ class FakeClient:
         self._count("orgs")
         return ["acme"]
 
+    def viewer_entities(self):
+        self._count("entities")
+        return []
+
     def registries(self, org):
         self._count("registries")
         return [RegistryInfo("model", 0.0)]

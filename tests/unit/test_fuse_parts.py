@@ -19,8 +19,8 @@ from wandbfs.fuse.errors import UNEXPECTED, errno_of, outcome_of
 from wandbfs.fuse.handles import Handles
 from wandbfs.fuse.inodes import InodeTable, inode_for
 from wandbfs.fuse.misses import Misses
-from wandbfs.fuse.nodes import (AliasLink, Collection, Folder, Org, QualifiedLink, Registry, RegistryPrefixLink,
-                                Root, VersionDir)
+from wandbfs.fuse.nodes import (AliasLink, Collection, Folder, Org, QualifiedLink, Redirect, Registry, RegistryPrefixLink,
+                                Root, TypeDir, VersionDir)
 from wandbfs.fuse.ops import WandbFS
 from wandbfs.fuse.via import AliasVia
 from wandbfs.model.manifest import ManifestEntry
@@ -235,3 +235,25 @@ def test_refresh_takes_back_the_misses_under_its_prefix_only():
     assert fs._under(other.inode, ()) and fs._under(123456, ("x",))  # a freed inode: taken back too
     assert (Root().scope, acme.place.scope, model.place.scope) == ((), ("acme",), ("acme", "model"))
     assert V3.child("a").scope == AliasLink("acme", "model", "resnet", "p", 3).scope == ("acme", "model", "resnet")
+
+
+def test_links_absolute_under_the_mount_and_project_artifact_folders():
+    """Every link has one relative and one absolute target (``--links``), and a project's
+    collections are found under their type folder."""
+    cases = [
+        (AliasLink("acme", "model", "resnet", "production", 3), "v3", "/m/acme/model/resnet/v3"),
+        (AliasLink("@alice", "train", "ckpt", "best", 2, type="model"), "v2", "/m/@alice/train/model/ckpt/v2"),
+        (QualifiedLink("@alice", "train", "ckpt", "best", 2, name="ckpt:best", type="model"), "model/ckpt/v2",
+         "/m/@alice/train/model/ckpt/v2"),
+        (RegistryPrefixLink("acme", "model"), "model", "/m/acme/model"),
+        (Redirect((), "alice", ("@alice",)), "@alice", "/m/@alice"),
+        (Redirect(("acme",), "train", ("@acme", "train")), "../@acme/train", "/m/@acme/train"),
+        (Redirect(("@acme-org",), "wandb-registry-model", ("acme", "model")), "../acme/model", "/m/acme/model"),
+    ]
+    t = InodeTable()
+    for place, relative, absolute in cases:
+        n = t.upsert(place, 0.0)
+        assert (n.target, n.target_at("/m"), n.target_at(None)) == (relative, absolute, relative)
+    # the type is where a collection is shown, not what it is: same key, same inode
+    assert Collection("@alice", "train", "ckpt", type="model").key == Collection("@alice", "train", "ckpt").key
+    assert TypeDir("@alice", "train", "model").key == ("type", "@alice", "train", "model")

@@ -236,8 +236,8 @@ def test_qualified_name_round_trip(args: tuple[str, str, str, str]) -> None:
 @pytest.mark.parametrize(
     ("name", "needle"),
     [
-        ("acme/model/resnet:v3", "does not start with 'wandb-registry-'"),
-        ("acme/wandb-registry-/resnet:v3", "does not start with"),
+        ("@acme/model/resnet:v3", "no registry or entity"),
+        ("acme/wandb-registry-/resnet:v3", "no registry or entity"),
         ("wandb-registry-model/resnet:v3", "expected"),
         ("a/b/wandb-registry-model/resnet:v3", "expected"),
         ("acme/wandb-registry-model/resnet:", "empty version"),
@@ -443,3 +443,36 @@ def test_parsed_path_is_frozen_and_hashable() -> None:
 def test_level_is_str_enum() -> None:
     assert Level.FILE == "file"
     assert Level("version") is Level.VERSION
+
+
+# --- project artifacts (@entity homes) ----------------------------------------
+
+def test_a_project_artifact_name_parses_into_its_entity_home() -> None:
+    from wandbfs.model.names import entity_home, home_entity
+
+    q = parse_qualified_name("alice/resnet-training/checkpoint:v12")
+    assert q == ("@alice", "resnet-training", "checkpoint", "v12")
+    assert qualified_name(*q) == "alice/resnet-training/checkpoint:v12"
+    assert parse_qualified_name("alice/p/ckpt").version == "latest"
+    assert home_entity("@alice") == "alice" and home_entity("acme") is None and home_entity("@") is None
+    assert entity_home("alice") == "@alice"
+    for bad in ("", "a@b", "a/b"):
+        with pytest.raises(ValueError):
+            entity_home(bad)
+    with pytest.raises(ValueError):
+        parse_qualified_name("alice/wandb-registry-/ckpt:v1")   # the bare prefix is no project either
+    with pytest.raises(ValueError):
+        parse_qualified_name("@alice/p/ckpt:v1")                # the mark is the mount's, not a name's
+
+
+def test_mount_paths_in_an_entity_home_have_a_type_level() -> None:
+    p = parse_mount_path(["@alice", "train", "model", "ckpt", "best", "w", "a.pt"])
+    assert (p.level, p.org, p.registry, p.type, p.collection, p.version.token, p.inner_path) == \
+        (Level.FILE, "@alice", "train", "model", "ckpt", "best", ("w", "a.pt"))
+    assert p.qualified_name == "alice/train/ckpt:best" and p.project == "train" and p.version_depth == 5
+    q = parse_mount_path(["@alice", "train", "ckpt:v3"])
+    assert (q.level, q.collection, q.version.token, q.via_qualified, q.version_depth) == \
+        (Level.VERSION, "ckpt", "v3", True, 3)
+    assert parse_mount_path(["@alice", "train", "model"]).level == Level.TYPE
+    assert parse_mount_path(["@alice", "train", "model", "ckpt"]).level == Level.COLLECTION
+    assert parse_mount_path(["acme", "model", "resnet", "v1"]).version_depth == 4   # registries unchanged

@@ -52,7 +52,9 @@ def test_a_name_is_its_parts_and_a_bare_name_means_latest():
     v = parse_name(f"{RESNET}:v3")
     assert v.alias is None and v.requested == f"{RESNET}:v3" and v.mount_path is None
     assert parse_name(f"{RESNET}:v03").alias == "v03"        # not canonical: an alias, as for W&B
-    for bad in ["acme/model/resnet50:v1", "acme/wandb-registry-model", f"{RESNET}:"]:
+    p = parse_name("acme/model/resnet50:v1")      # no registry: a project artifact of entity acme
+    assert (p.org, p.registry, p.requested) == ("@acme", "model", "acme/model/resnet50:v1")
+    for bad in ["acme/resnet50:v1", "acme/wandb-registry-model", f"{RESNET}:"]:
         assert not is_name(bad)
         with pytest.raises(ResolveError):
             parse_name(bad)
@@ -76,7 +78,8 @@ def test_name_to_path():
     assert name_to_path(RESNET, "/mnt/wandb") == "/mnt/wandb/acme/model/resnet50/latest"
     assert (name_to_path("acme/wandb-registry-Fine-tuned Models/llama-ft:v2", "/m", "adapter/a.json")
             == "/m/acme/Fine-tuned Models/llama-ft/v2/adapter/a.json")
-    for bad in ["acme/model/resnet50:v1", "acme/wandb-registry-model", f"{RESNET}:", "a/wandb-registry-/c:v1"]:
+    assert name_to_path("alice/train/ckpt:best", "/m") == "/m/@alice/train/ckpt:best"   # a project artifact
+    for bad in ["acme/resnet50:v1", "acme/wandb-registry-model", f"{RESNET}:", "a/wandb-registry-/c:v1"]:
         with pytest.raises(ResolveError):
             name_to_path(bad, "/mnt/wandb")
     with pytest.raises(ResolveError, match="not allowed"):
@@ -155,7 +158,7 @@ def test_name_or_path(tree: Path, tmp_path: Path, monkeypatch):
     # a name is a name even when it could be a relative path; a typo'd name is neither
     assert not looks_like_path(f"{RESNET}:v1") and looks_like_path("./x") and looks_like_path("/x")
     with pytest.raises(ResolveError, match="neither a path in a wandbfs mount nor a registry name"):
-        resolve_target("acme/model/resnet50:v1", [str(tree)])
+        resolve_target("acme/resnet50:v1", [str(tree)])
     # an existing relative path is a path, even one spelled like a name
     (tmp_path / "acme/wandb-registry-model").mkdir(parents=True)
     (tmp_path / "acme/wandb-registry-model/resnet50").mkdir()

@@ -30,7 +30,7 @@ import trio
 from wandbfs.catalog.flight import SingleFlight
 from wandbfs.catalog.metastore import SAVED_KINDS, MetaStore
 from wandbfs.catalog.urls import SignedUrls
-from wandbfs.model.names import version_index
+from wandbfs.model.names import home_entity, version_index
 from wandbfs.model.ttl import TtlMap
 from wandbfs.sdk.client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
                                 VersionDetail, VersionSummary, VersionsPage, WandbClient)
@@ -46,6 +46,7 @@ __all__ = ["Catalog", "SingleFlight"]
 Key = tuple[Any, ...]
 """A cached answer: ("orgs",), ("regs", org), ("colls", org, reg), ("vers", org, reg, coll)
 (every version), ("head", org, reg, coll) (the first page, when there are more),
+("ents",) (the viewer's entities), ("ent", entity) (whether W&B knows it),
 ("name", org, reg, coll, token) (one alias or vN as W&B resolved it)."""
 
 
@@ -137,9 +138,11 @@ class Catalog:
         kind, args = key[0], key[1:]
         if kind == "head":
             return self._load_head(*args)
-        ttl, fn = {"orgs": (self.list_ttl, self.client.viewer_orgs), "regs": (self.list_ttl, self.client.registries),
-                   "colls": (self.list_ttl, self.client.collections), "vers": (self.alias_ttl, self.client.versions),
-                   "name": (self.alias_ttl, self.client.find_version)}[kind]
+        ttl, name = {"orgs": (self.list_ttl, "viewer_orgs"), "regs": (self.list_ttl, "registries"),
+                     "ents": (self.list_ttl, "viewer_entities"), "ent": (self.list_ttl, "entity_exists"),
+                     "colls": (self.list_ttl, "collections"), "vers": (self.alias_ttl, "versions"),
+                     "name": (self.alias_ttl, "find_version")}[kind]
+        fn = getattr(self.client, name)
         return self._load_listing(key, ttl, fn, args)
 
     async def _load_listing(self, key: Key, ttl: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -239,9 +242,25 @@ class Catalog:
             return list(self.fixed_orgs)
         return await self._listing(("orgs",), None if want is None else (lambda v: want in v))  # type: ignore[no-any-return]
 
+    async def entities(self) -> list[str]:
+        """The entities whose projects the root lists as ``@<entity>`` (the viewer's own and
+        its teams'); any other is found by lookup (:meth:`entity_exists`)."""
+        return await self._listing(("ents",))  # type: ignore[no-any-return]
+
+    async def entity_exists(self, entity: str) -> bool:
+        """Does W&B know this entity? Listed ones need no request."""
+        fresh = self._lists.get(("ents",))
+        if fresh is not None and entity in fresh:
+            return True
+        return bool(await self._listing(("ent", entity), lambda v: True))
+
     async def registries(self, org: str, want: str | None = None) -> dict[str, RegistryInfo]:
-        """``want``: the registry the caller looks for (a stale listing without it is refreshed first)."""
-        if org not in await self.orgs(want=org):
+        """``want``: the registry the caller looks for (a stale listing without it is refreshed
+        first). For an ``@entity`` home: its projects."""
+        if (entity := home_entity(org)) is not None:
+            if not await self.entity_exists(entity):
+                raise NotFound(f"no entity {entity!r}")
+        elif org not in await self.orgs(want=org):
             raise NotFound(f"organization {org!r} is not mounted")
         regs = await self._listing(("regs", org), None if want is None else
                                    (lambda v: any(r.name == want for r in v)))

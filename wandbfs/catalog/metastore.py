@@ -27,7 +27,7 @@ from wandbfs.sdk.client import CollectionInfo, CollectionVersions, RegistryInfo,
 
 log = logging.getLogger(__name__)
 
-SAVED_KINDS = frozenset({"orgs", "regs", "colls", "vers"})
+SAVED_KINDS = frozenset({"orgs", "regs", "colls", "vers", "ents", "ent"})
 """The listing kinds kept on disk (the catalog's keys start with the kind)."""
 
 

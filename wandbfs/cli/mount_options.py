@@ -73,6 +73,10 @@ def mount_params() -> list[click.Parameter]:
                         help="Also serve what `wandbfs info` shows as user.wandb.* extended attributes (getfattr), "
                              "and the status as user.wandbfs.status on the root. Costs `ls -l` two extra requests "
                              "per file; `wandbfs info`/`status` work either way (the daemon's control socket)."),
+        click.Option(["--links"], type=click.Choice(["absolute", "relative"]), default="absolute", show_default=True,
+                        help="Alias symlinks (production -> v3) and pasted-name links point to an absolute path under "
+                             "the mount point, so `cp -r`/`rsync -a`/`tar` of an alias keep a link that still finds "
+                             "the version; relative where the mount is seen at another path (a container's bind mount)."),
         click.Option(["--metrics-addr"], metavar="HOST:PORT",
                         help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9400). Off by default."),
         click.Option(["--log-format"], type=click.Choice(["text", "json"]), default="text", show_default=True,

@@ -23,7 +23,7 @@ import click
 
 from wandbfs.cli.targets import ResolveError, Target, name_to_path, parse_name, resolve_target
 from wandbfs.daemon.mounttab import FSTYPE, mounts_of
-from wandbfs.model.names import qualified_name, registry_project
+from wandbfs.model.names import home_entity, qualified_name, registry_project
 
 if TYPE_CHECKING:
     from wandbfs.sdk.client import WandbClient
@@ -146,8 +146,16 @@ def _client(client: WandbClient | None) -> WandbClient:
 
 def resolve_name(name: str | Target, client: WandbClient | None = None) -> Resolution:
     """A registry name -> the version W&B resolves it to now (the collection's ``vN``) and its type."""
+    from wandbfs.sdk.client import NotFound
+
     t = parse_name(name) if isinstance(name, str) else name
-    found = _client(client).resolve_name(t.org, t.registry, t.collection, t.version)
+    try:
+        found = _client(client).resolve_name(t.org, t.registry, t.collection, t.version)
+    except NotFound as e:
+        if home_entity(t.org) is None:
+            raise
+        raise NotFound(f"{t.requested}: no such project artifact ({str(e).splitlines()[0]}); a registry name "
+                       "is <org>/wandb-registry-<registry>/<collection>[:<version>]") from None
     return Resolution(org=t.org, registry=t.registry, collection=t.collection, version=f"v{found.index}",
                       alias=t.alias, type=found.type)
 

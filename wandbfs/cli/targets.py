@@ -22,8 +22,10 @@ from pathlib import PurePosixPath
 from typing import Any, Callable, Sequence, TypeVar
 
 from wandbfs.model.names import (
+    ENTITY_MARK,
     Level,
     ParsedPath,
+    home_entity,
     is_safe_name,
     parse_mount_path,
     parse_qualified_name,
@@ -105,7 +107,7 @@ def locate(path: str, mounts: Sequence[str]) -> tuple[str, tuple[str, ...]] | No
 
 def version_parts(parsed: ParsedPath, parts: Sequence[str]) -> tuple[str, ...]:
     """The leading components of ``parts`` that name the version directory (or its alias)."""
-    return tuple(parts[:3] if parsed.via_qualified else parts[:4])
+    return tuple(parts[:parsed.version_depth])
 
 
 def name_to_path(name: str, mountpoint: str, inner: str | None = None) -> str:
@@ -118,7 +120,10 @@ def name_to_path(name: str, mountpoint: str, inner: str | None = None) -> str:
     for part in (t.org, t.registry, t.collection, t.version):
         if not is_safe_name(part):
             raise ResolveError(f"{name!r} cannot be a path in the mount ({part!r} is not a file name)")
-    p = PurePosixPath(mountpoint, t.org, t.registry, t.collection, t.version)
+    if home_entity(t.org) is not None:   # a project artifact: the link its pasted name makes
+        p = PurePosixPath(mountpoint, t.org, t.registry, f"{t.collection}:{t.version}")
+    else:
+        p = PurePosixPath(mountpoint, t.org, t.registry, t.collection, t.version)
     if inner:
         rel = PurePosixPath(inner.lstrip("/"))
         if any(c in ("..", ".") for c in rel.parts):
@@ -218,6 +223,18 @@ def _through_symlinks(abs_path: str, real_mounts: dict[str, str]) -> tuple[str, 
     return None
 
 
+def _pasted_head(mp: str, parts: tuple[str, ...]) -> tuple[str, ...]:
+    """A pasted project-artifact path (``<entity>/<project>/...``, links the mount makes to
+    ``@<entity>/<project>``) in the spelling the mount lists; any other path as it is."""
+    head = os.path.join(mp, *parts[:2])
+    if not any(os.path.islink(os.path.join(mp, *parts[:i])) for i in (1, 2) if len(parts) >= i):
+        return parts
+    real = locate(os.path.realpath(head), [os.path.realpath(mp)])
+    if real is None or not real[1] or not real[1][0].startswith(ENTITY_MARK):
+        return parts
+    return real[1] + tuple(parts[2:])
+
+
 def _version_facts(vdir: str, abs_path: str, mp: str) -> tuple[bool, bool, str, str]:
     return os.path.isdir(vdir), os.path.lexists(abs_path), os.path.realpath(vdir), os.path.realpath(mp)
 
@@ -240,6 +257,8 @@ def resolve_path(spec: str, mounts: Sequence[str], cwd: str | None = None) -> Ta
     if hit is None:
         raise ResolveError(f"{spec} is not inside a wandbfs mount")
     mp, parts = hit
+    if parts and not parts[0].startswith(ENTITY_MARK):
+        parts = on_mount(mp, _pasted_head, mp, parts)
     try:
         parsed = parse_mount_path(parts)
     except ValueError as e:

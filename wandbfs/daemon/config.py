@@ -43,6 +43,7 @@ class MountConfig:
     lock_file: Path | None = None
     metrics_addr: str | None = None
     xattrs: bool = False             # user.wandb.* as extended attributes (info/status use the control socket)
+    links: str = "absolute"          # alias and name links: absolute under the mount point, or relative
     log_format: str = "text"
     access_log: Path | None = None
     log_file: Path | None = None

@@ -148,6 +148,10 @@ class UserNode(Node):
     def f_email(self) -> str: return f"{self.e.name}@example.com"
     def f_flags(self) -> str: return "{}"
     def f_admin(self) -> bool: return False
+    def f_deletedAt(self) -> None: return None
+    def f_apiKeys(self, **_: Any) -> Node:
+        """No key is named back (W&B lists the viewer's keys' names; nothing reads them here)."""
+        return connection([], lambda k: k)
     def f_teams(self, **_: Any) -> Node:
         teams = [o.entity for o in self.ctx.store.orgs.values()]
         return connection(teams, lambda t: Node("Entity", {"name": t}))
@@ -247,6 +251,11 @@ class ProjectNode(Node):
     def f_allowAllArtifactTypesInRegistry(self) -> bool: return self.p.allow_all_types
     def f_readOnly(self) -> bool: return False
     def f_isBenchmark(self) -> bool: return False
+
+    def f_user(self) -> Node | None:
+        """The project's owner, for a user's project (W&B sends its creator)."""
+        e = self.ctx.store.entities[self.p.entity]
+        return UserNode(self.ctx, e) if e.kind == "user" else None
 
     def _types(self) -> list[str]:
         used = {c.type_name for c in self.ctx.store.collections_in(self.p.entity, self.p.name)}
@@ -594,6 +603,13 @@ class QueryRoot(Node):
 
     def f_model(self, name: str, entityName: str | None = None) -> Node | None:
         return self.f_project(name, entityName)
+
+    def f_models(self, entityName: str | None = None, after: str | None = None, first: int | None = None,
+                 order: str | None = None, **_: Any) -> Node:
+        """An entity's projects (``api.projects(entity)``), oldest first."""
+        name = entityName or VIEWER
+        projects = sorted((p for p in self.ctx.store.projects.values() if p.entity == name), key=lambda p: p.num)
+        return connection(projects, lambda p: ProjectNode(self.ctx, p), after, first)
 
     def f_artifact(self, id: str) -> Node | None:
         a = self.ctx.store.artifacts.get(id)

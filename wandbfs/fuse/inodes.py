@@ -22,7 +22,7 @@ import stat as statmod
 from array import array
 from typing import Any, Mapping, Sequence
 
-from wandbfs.fuse.nodes import AliasLink, File, InVersion, Key, Place, RegistryPrefixLink, Root, VersionDir
+from wandbfs.fuse.nodes import AliasLink, File, InVersion, Key, Link, Place, RegistryPrefixLink, Root, VersionDir
 from wandbfs.model.manifest import DIR, ManifestEntry, TreeNode
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE
@@ -82,8 +82,12 @@ class Node:
 
     @property
     def target(self) -> str:
-        """A symlink's target ("" for anything else)."""
-        return self.place.target if isinstance(self.place, (AliasLink, RegistryPrefixLink)) else ""
+        """A symlink's target, relative ("" for anything else)."""
+        return self.target_at(None)
+
+    def target_at(self, mountpoint: str | None) -> str:
+        """A symlink's target, absolute under ``mountpoint`` (relative when None)."""
+        return self.place.target_at(mountpoint) if isinstance(self.place, Link) else ""
 
     @property
     def st_mode(self) -> int:

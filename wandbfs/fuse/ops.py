@@ -82,6 +82,7 @@ class FsOptions:
     warm: bool = True        # fetch likely-next manifests, URLs and small files in the background
     reader_runs: bool = True  # record a use on the reading process's run (WANDB_RUN_ID) when it has one
     xattrs: bool = False     # serve user.wandb.* (costs `ls -l` two FUSE requests per file; info/status use the socket)
+    link_root: str | None = None  # links absolute under this (the mount point: `cp -r` of an alias keeps a working link); None: relative
 
 
 class WandbFS(pyfuse3.Operations):
@@ -140,7 +141,7 @@ class WandbFS(pyfuse3.Operations):
         a.st_mode = node.st_mode
         a.st_nlink = 2 if node.kind == "dir" else 1
         a.st_uid, a.st_gid = self.opts.uid, self.opts.gid
-        a.st_size = len(node.target.encode()) if node.kind == "symlink" else node.size
+        a.st_size = len(os.fsencode(node.target_at(self.opts.link_root))) if node.kind == "symlink" else node.size
         a.st_blksize = BLKSIZE
         a.st_blocks = (a.st_size + 511) // 512
         ns = int(node.mtime * 1e9)
@@ -210,7 +211,7 @@ class WandbFS(pyfuse3.Operations):
             await self.tree.refresh_alias(node)
             # Remember which alias this process came through, for the lineage record.
             self.uses.via.note(ctx.pid, node.place.version_key, node.place.alias)
-        return os.fsencode(node.target)
+        return os.fsencode(node.target_at(self.opts.link_root))
 
     def forget(self, inode_list: list[tuple[int, int]]) -> None:
         try:

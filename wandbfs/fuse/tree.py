@@ -19,12 +19,13 @@ import time
 
 from wandbfs.catalog.catalog import Catalog
 from wandbfs.fuse.inodes import InodeTable, Listing, Node
-from wandbfs.fuse.nodes import (AliasLink, Collection, InVersion, Org, QualifiedLink, Registry, RegistryPrefixLink,
-                                Root, VersionDir)
+from wandbfs.fuse.nodes import (AliasLink, Collection, InVersion, Org, QualifiedLink, Redirect, Registry,
+                                RegistryPrefixLink, Root, TypeDir, VersionDir)
 from wandbfs.fuse.warmups import Warmups
 from wandbfs.model.manifest import DIR, ManifestEntry
-from wandbfs.model.names import REGISTRY_PREFIX, parse_version_token, split_qualified
-from wandbfs.sdk.client import NotFound, VersionDetail
+from wandbfs.model.names import (ENTITY_MARK, REGISTRY_PREFIX, entity_home, home_entity, is_safe_name,
+                                  parse_version_token, split_qualified)
+from wandbfs.sdk.client import BackendError, CollectionInfo, NotFound, VersionDetail
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,23 @@ class Tree:
         (bounded), since the name may be new."""
         p, now = node.place, time.time()
         if isinstance(p, Root):
-            return [(o, self.table.upsert(Org(o), now)) for o in sorted(await self.catalog.orgs(want=want))]
+            orgs = [(o, self.table.upsert(Org(o), now)) for o in sorted(await self.catalog.orgs(want=want))]
+            if want is not None:   # a lookup: an @entity is looked up by itself (``_home``)
+                return orgs
+            return orgs + [(h, self.table.upsert(Org(h), now)) for h in await self._homes()]
         if isinstance(p, Org):
             regs = await self.catalog.registries(p.org, want=want)
             return [(r, self.table.upsert(Registry(p.org, r), info.created_at or now))
                     for r, info in sorted(regs.items())]
-        if isinstance(p, Registry):
+        if isinstance(p, Registry) and home_entity(p.org) is not None:   # a project: its types
+            colls = await self.catalog.collections(p.org, p.reg, want=None)
+            types = {info.type: info.created_at for info in colls.values() if is_safe_name(info.type)}
+            return [(t, self.table.upsert(TypeDir(p.org, p.reg, t), created or now)) for t, created in sorted(types.items())]
+        if isinstance(p, (Registry, TypeDir)):
             colls = await self.catalog.collections(p.org, p.reg, want=want)
-            return [(c, self.table.upsert(Collection(p.org, p.reg, c), info.created_at or now))
-                    for c, info in sorted(colls.items())]
+            kind = p.type if isinstance(p, TypeDir) else ""
+            return [(c, self.table.upsert(Collection(p.org, p.reg, c, type=kind), info.created_at or now))
+                    for c, info in sorted(colls.items()) if not kind or info.type == kind]
         if isinstance(p, Collection):
             return await self._versions(p)
         if isinstance(p, InVersion):
@@ -78,7 +87,7 @@ class Tree:
         vers = await self.catalog.versions(p.org, p.reg, p.coll)
         out = [(f"v{i}", self.table.upsert(VersionDir(p.org, p.reg, p.coll, i), v.created_at))
                for i, v in sorted(vers.versions.items())]
-        out += [(a, self.table.upsert(AliasLink(p.org, p.reg, p.coll, a, i), vers.versions[i].created_at))
+        out += [(a, self.table.upsert(AliasLink(p.org, p.reg, p.coll, a, i, type=p.type), vers.versions[i].created_at))
                 for a, i in sorted(vers.aliases.items()) if i in vers.versions]
         self.warmups.collection_listed(p.org, p.reg, p.coll, vers.versions)
         return out
@@ -92,15 +101,18 @@ class Tree:
     async def child(self, parent: Node, name: str) -> Node | None:
         """The node ``name`` finds in ``parent``, listed or not; None if there is none."""
         p = parent.place
+        if isinstance(p, Root) and name.startswith(ENTITY_MARK):
+            return await self._home(name)
         if isinstance(p, Org) and name.startswith(REGISTRY_PREFIX):
-            reg = name[len(REGISTRY_PREFIX):]
-            if reg in await self.catalog.registries(p.org, want=reg):
-                return self.table.upsert(RegistryPrefixLink(p.org, reg), time.time())
-            return None
+            return await self._registry_by_project(p, name)
         if isinstance(p, Registry):
             qual = split_qualified(name)
             if qual is not None:
                 return await self._qualified(p, name, *qual)
+            if home_entity(p.org) is not None:
+                return await self._type(p, name)
+            return await self._collection(p, name)
+        if isinstance(p, TypeDir):
             return await self._collection(p, name)
         if isinstance(p, Collection):
             return await self._version(p, name)
@@ -117,24 +129,95 @@ class Tree:
         for child_name, node in await self.children(parent, want=name):
             if child_name == name:
                 return node
+        if isinstance(p, Root):          # a pasted project-artifact name: <entity>/...
+            return await self._redirect((), name, name)
+        if isinstance(p, Org) and home_entity(p.org) is None:   # an org and an entity of one name
+            return await self._redirect((p.org,), name, p.org, name)
         return None
 
-    async def _collection(self, p: Registry, name: str) -> Node | None:
-        """A collection, looked up by name (the registry is not listed for it)."""
+    # ---- project artifacts (@entity homes) ------------------------------------------------
+    async def _homes(self) -> list[str]:
+        """``@<entity>`` for the viewer's entities; ``ls`` of the root still lists the orgs
+        when W&B does not answer this."""
+        try:
+            return [entity_home(e) for e in await self.catalog.entities() if is_safe_name(entity_home(e))]
+        except (BackendError, ValueError) as e:
+            log.info("listing the entities at the root: %s", e)
+            return []
+
+    async def _home(self, name: str) -> Node | None:
+        """``@<entity>``: an entity W&B knows."""
+        entity = home_entity(name)
+        if entity is None or not await self.catalog.entity_exists(entity):
+            return None
+        return self.table.upsert(Org(name), time.time())
+
+    async def _redirect(self, at: tuple[str, ...], name: str, entity: str, project: str | None = None) -> Node | None:
+        """A link from a pasted spelling to its ``@entity`` folder (or ``project`` in it), if
+        W&B has that entity (and that project)."""
+        try:
+            home = entity_home(entity)
+        except ValueError:
+            return None
+        if name.startswith(".") or not is_safe_name(home):
+            return None   # no entity's name: not worth a W&B request (desktop probes)
+        to = (home,) if project is None else (home, project)
+        try:
+            if not await self.catalog.entity_exists(entity):
+                return None
+            if project is not None and project not in await self.catalog.registries(home, want=project):
+                return None
+        except NotFound:
+            return None
+        return self.table.upsert(Redirect(at, name, to), time.time())
+
+    async def _registry_by_project(self, p: Org, name: str) -> Node | None:
+        """``<org>/wandb-registry-<R>``; from an org's ``@entity`` home too (a registry stays
+        a registry: it is shown in its org)."""
+        reg = name[len(REGISTRY_PREFIX):]
+        entity = home_entity(p.org)
+        org = p.org if entity is None else self.catalog.client.org_of_entity(entity)
+        if org is None or reg not in await self.catalog.registries(org, want=reg):
+            return None
+        if entity is None:
+            return self.table.upsert(RegistryPrefixLink(org, reg), time.time())
+        return self.table.upsert(Redirect((p.org,), name, (org, reg)), time.time())
+
+    async def _type(self, p: Registry, name: str) -> Node | None:
+        """An artifact type folder of a project: a type some collection of it has."""
+        colls = await self.catalog.collections(p.org, p.reg, want=None)
+        created = [c.created_at for c in colls.values() if c.type == name]
+        return self.table.upsert(TypeDir(p.org, p.reg, name), min(created) or time.time()) if created else None
+
+    async def _type_of(self, org: str, reg: str, coll: str, info: CollectionInfo) -> str:
+        """A project collection's type ("" in a registry), from the project's listing when
+        the lookup did not say it."""
+        if home_entity(org) is None or info.type:
+            return info.type if home_entity(org) is not None else ""
+        listed = await self.catalog.collections(org, reg, want=coll)
+        return listed[coll].type if coll in listed else ""
+
+    async def _collection(self, p: Registry | TypeDir, name: str) -> Node | None:
+        """A collection, looked up by name (the registry is not listed for it); in a type
+        folder, only one of that type."""
         try:
             info = await self.catalog.collection(p.org, p.reg, name)
+            kind = await self._type_of(p.org, p.reg, name, info)
         except NotFound:
             return None
-        return self.table.upsert(Collection(p.org, p.reg, name), info.created_at or time.time())
+        if isinstance(p, TypeDir) and kind != p.type:
+            return None
+        return self.table.upsert(Collection(p.org, p.reg, name, type=kind), info.created_at or time.time())
 
     async def _qualified(self, p: Registry, name: str, coll: str, token: str) -> Node | None:
-        """``<coll>:<alias|vN>``, a link to ``<coll>/vN``."""
+        """``<coll>:<alias|vN>``, a link to ``<coll>/vN`` (``<type>/<coll>/vN`` in a project)."""
         try:
-            await self.catalog.collection(p.org, p.reg, coll)
+            info = await self.catalog.collection(p.org, p.reg, coll)
             v = await self.catalog.find_version(p.org, p.reg, coll, token)
+            kind = await self._type_of(p.org, p.reg, coll, info)
         except NotFound:
             return None
-        return self.table.upsert(QualifiedLink(p.org, p.reg, coll, token, v.index, name=name), time.time())
+        return self.table.upsert(QualifiedLink(p.org, p.reg, coll, token, v.index, name=name, type=kind), time.time())
 
     async def _version(self, p: Collection, name: str) -> Node | None:
         """``vN`` (a directory) or an alias (a link to it), listed yet or not: looked up by
@@ -149,7 +232,7 @@ class Tree:
             return None
         if ref.kind == "index":
             return self.table.upsert(VersionDir(p.org, p.reg, p.coll, v.index), v.created_at)
-        return self.table.upsert(AliasLink(p.org, p.reg, p.coll, name, v.index), v.created_at)
+        return self.table.upsert(AliasLink(p.org, p.reg, p.coll, name, v.index, type=p.type), v.created_at)
 
     async def refresh_alias(self, node: Node) -> None:
         """Re-resolve an alias symlink (alias-TTL cached, see ``Catalog.find_version``)."""

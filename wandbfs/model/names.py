@@ -17,6 +17,17 @@ accepts, so that names copied from the W&B UI or SDK work verbatim:
   its display name;
 * ``<org>/<registry>/<collection>:<vN | alias>/...`` - the SDK's
   ``name:version`` form collapsed into a single path component.
+
+Project artifacts (never linked into a registry) live beside the orgs, under their
+entity marked with ``@`` (no W&B org or entity name holds an ``@``, so the two never
+collide)::
+
+    @<entity>/<project>/<type>/<collection>/<vN | alias>/<artifact files...>
+    @<entity>/<project>/<collection>:<vN | alias>      (unlisted: the pasted name)
+
+Such a version is held in the same (org, registry) slots as a registry's: ``org`` is the
+``@<entity>`` home and ``registry`` the project, so the cache, the catalog, lineage and
+the commands key both alike; only the W&B names differ (:func:`qualified_name`).
 """
 
 from __future__ import annotations
@@ -29,11 +40,15 @@ from typing import Literal, NamedTuple
 
 __all__ = [
     "DEFAULT_VERSION",
+    "ENTITY_MARK",
     "REGISTRY_PREFIX",
+    "entity_home",
+    "home_entity",
     "Level",
     "ParsedPath",
     "QualifiedName",
     "VersionRef",
+    "is_artifact_project",
     "is_safe_name",
     "parse_mount_path",
     "parse_qualified_name",
@@ -71,6 +86,25 @@ _VERSION_RE = re.compile(r"v(0|[1-9][0-9]*)")
 _ALIAS_FORBIDDEN = frozenset("/:")
 
 
+ENTITY_MARK = "@"
+"""Marks an entity's home at the mount's root (``@alice``): project artifacts live there.
+W&B entity and organization names cannot contain ``@``, so it never shadows an org."""
+
+
+def entity_home(entity: str) -> str:
+    """The root component of an entity's projects: ``"alice"`` -> ``"@alice"``."""
+    if not entity or ENTITY_MARK in entity or "/" in entity:
+        raise ValueError(f"invalid entity name {entity!r}")
+    return ENTITY_MARK + entity
+
+
+def home_entity(org: str | None) -> str | None:
+    """The entity of an ``@<entity>`` home, or ``None`` for an organization."""
+    if org and org.startswith(ENTITY_MARK) and len(org) > 1:
+        return org[1:]
+    return None
+
+
 def registry_project(name: str) -> str:
     """Return the project name that stores the registry called ``name``.
 
@@ -99,6 +133,12 @@ def registry_display(project: str) -> str | None:
     if project.startswith(REGISTRY_PREFIX) and len(project) > len(REGISTRY_PREFIX):
         return project[len(REGISTRY_PREFIX) :]
     return None
+
+
+def is_artifact_project(project: str) -> bool:
+    """Is a project shown in an ``@entity`` home? Not a registry's (``wandb-registry-*``):
+    that stays a registry, reached through its organization."""
+    return not project.startswith(REGISTRY_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -206,6 +246,10 @@ def qualified_name(org: str, registry: str, collection: str, version_token: str)
         ValueError: if any part is empty or contains a separator that would
             make the result ambiguous to parse back.
     """
+    if (entity := home_entity(org)) is not None:   # a project artifact: entity/project/name:v
+        org, registry_part = entity, registry
+    else:
+        registry_part = ""
     for label, value in (("org", org), ("registry", registry), ("collection", collection)):
         if not value:
             raise ValueError(f"{label} must not be empty")
@@ -214,11 +258,13 @@ def qualified_name(org: str, registry: str, collection: str, version_token: str)
         if label != "registry" and ":" in value:
             raise ValueError(f"{label} {value!r} must not contain ':'")
     parse_version_token(version_token)  # validates
-    return f"{org}/{registry_project(registry)}/{collection}:{version_token}"
+    return f"{org}/{registry_part or registry_project(registry)}/{collection}:{version_token}"
 
 
 def parse_qualified_name(name: str) -> QualifiedName:
-    """Parse ``org/wandb-registry-R/collection[:version]``.
+    """Parse ``org/wandb-registry-R/collection[:version]``, or a project artifact's
+    ``entity/project/name[:version]`` (returned with ``org`` = ``@entity``, ``registry`` =
+    the project, see :func:`home_entity`).
 
     Inverse of :func:`qualified_name`.  The version may be omitted, in which
     case it defaults to :data:`DEFAULT_VERSION` (``"latest"``), matching what
@@ -242,17 +288,17 @@ def parse_qualified_name(name: str) -> QualifiedName:
     if len(parts) != 3:
         raise ValueError(
             f"invalid registry name {name!r}: expected "
-            f"'<org>/{REGISTRY_PREFIX}<registry>/<collection>[:<version>]'"
+            f"'<org>/{REGISTRY_PREFIX}<registry>/<collection>[:<version>]' or "
+            f"'<entity>/<project>/<name>[:<version>]'"
         )
     org, project, collection = parts
     if not org or not project or not collection:
         raise ValueError(f"invalid registry name {name!r}: empty path component")
     registry = registry_display(project)
     if registry is None:
-        raise ValueError(
-            f"invalid registry name {name!r}: project {project!r} does not start "
-            f"with {REGISTRY_PREFIX!r} (or has nothing after it)"
-        )
+        if project == REGISTRY_PREFIX or ENTITY_MARK in org:
+            raise ValueError(f"invalid artifact name {name!r}: no registry or entity {org!r}/{project!r}")
+        org, registry = entity_home(org), project   # a project artifact
     try:
         parse_version_token(version)
     except ValueError as e:
@@ -285,6 +331,8 @@ class Level(str, enum.Enum):
     ROOT = "root"
     ORG = "org"
     REGISTRY = "registry"
+    TYPE = "type"
+    """An artifact type inside a project (``@entity/project/<type>``)."""
     COLLECTION = "collection"
     VERSION = "version"
     FILE = "file"
@@ -303,7 +351,10 @@ class ParsedPath:
     level: Level
     org: str | None = None
     registry: str | None = None
-    """Registry display name (never carries the ``wandb-registry-`` prefix)."""
+    """Registry display name (never carries the ``wandb-registry-`` prefix); in an
+    ``@entity`` home, the project."""
+    type: str | None = None
+    """The artifact type folder, in an ``@entity`` home only."""
     collection: str | None = None
     version: VersionRef | None = None
     inner_path: tuple[str, ...] = ()
@@ -316,7 +367,16 @@ class ParsedPath:
     @property
     def project(self) -> str | None:
         """Server-side project name of the registry, if the path reaches it."""
-        return registry_project(self.registry) if self.registry is not None else None
+        if self.registry is None:
+            return None
+        return self.registry if home_entity(self.org) is not None else registry_project(self.registry)
+
+    @property
+    def version_depth(self) -> int:
+        """How many leading components name the version directory (or its alias)."""
+        if self.via_qualified:
+            return 3
+        return 5 if home_entity(self.org) is not None else 4
 
     @property
     def qualified_name(self) -> str | None:
@@ -361,6 +421,8 @@ def parse_mount_path(parts: Sequence[str]) -> ParsedPath:
     if n == 1:
         return ParsedPath(Level.ORG, org=org)
 
+    if home_entity(org) is not None:
+        return _parse_home_path(parts)
     reg_component = parts[1]
     display = registry_display(reg_component)
     via_prefix = display is not None
@@ -399,3 +461,25 @@ def parse_mount_path(parts: Sequence[str]) -> ParsedPath:
         via_prefix=via_prefix,
         via_qualified=via_qualified,
     )
+
+
+def _parse_home_path(parts: tuple[str, ...]) -> ParsedPath:
+    """``@entity/project/<type>/<collection>/<version>/...`` (or ``.../project/<coll>:<v>/...``)."""
+    org, project, n = parts[0], parts[1], len(parts)
+    if n == 2:
+        return ParsedPath(Level.REGISTRY, org=org, registry=project)
+    qualified = split_qualified(parts[2])
+    if qualified is not None:
+        collection, token = qualified
+        rest = parts[3:]
+        return ParsedPath(Level.FILE if rest else Level.VERSION, org=org, registry=project,
+                          collection=collection, version=parse_version_token(token), inner_path=rest,
+                          via_qualified=True)
+    type_name = parts[2]
+    if n == 3:
+        return ParsedPath(Level.TYPE, org=org, registry=project, type=type_name)
+    if n == 4:
+        return ParsedPath(Level.COLLECTION, org=org, registry=project, type=type_name, collection=parts[3])
+    rest = parts[5:]
+    return ParsedPath(Level.FILE if rest else Level.VERSION, org=org, registry=project, type=type_name,
+                      collection=parts[3], version=parse_version_token(parts[4]), inner_path=rest)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import urllib3
 
 from wandbfs.model.manifest import Manifest, parse_manifest
-from wandbfs.model.names import qualified_name, registry_project, version_index
+from wandbfs.model.names import home_entity, is_artifact_project, qualified_name, registry_project, version_index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -213,6 +213,9 @@ class WandbClient:
         # it, a version is looked up by name in one request (the SDK's api.artifact() asks
         # for the default entity and the org's info first).
         self._org_entities: dict[str, str] = {}
+        # A project collection's artifact type, by (entity, project, collection): the SDK's
+        # project queries name a collection through its type (learnt from listings and lookups).
+        self._types: dict[tuple[str, str, str], str] = {}
 
     @staticmethod
     def _default_factory() -> Any:
@@ -283,12 +286,36 @@ class WandbClient:
             return sorted({o.name for o in orgs})
         return self._call(run)
 
+    def viewer_entities(self) -> list[str]:
+        """The entities whose projects the root lists (``@<entity>``): the API key's own
+        and its teams, one request."""
+        def run() -> list[str]:
+            viewer = self.api().viewer
+            return sorted({str(viewer.entity), *viewer.teams} - {"", "None"})
+        return self._call(run)
+
+    def entity_exists(self, entity: str) -> bool:
+        """Does W&B know an entity (user or team) of this name? One request."""
+        def run() -> bool:
+            from wandb.sdk.artifacts._gqlutils import org_info_from_entity
+
+            return org_info_from_entity(self.api()._service_api, entity) is not None
+        return self._call(run)
+
+    def org_of_entity(self, entity: str) -> str | None:
+        """The organization whose org entity this is, if a listing named it."""
+        return next((o for o, e in self._org_entities.items() if e == entity), None)
+
     def default_entity(self) -> str:
         """The API key's default entity (a run path's ``entity`` when none is given)."""
         return self._call(lambda: str(self.api().default_entity))
 
     def registries(self, org: str) -> list[RegistryInfo]:
-        """The org's registries: one request per 100."""
+        """The org's registries: one request per 100; for an ``@entity`` home, its projects
+        (registries' projects left out: they are reached through their org)."""
+        if (entity := home_entity(org)) is not None:
+            return self.projects(entity)
+
         def run() -> list[RegistryInfo]:
             out = []
             for r in self.api().registries(organization=org):
@@ -298,6 +325,32 @@ class WandbClient:
             return out
         return self._call(run)
 
+    def projects(self, entity: str) -> list[RegistryInfo]:
+        """An entity's projects that can hold artifacts: one request per 200."""
+        def run() -> list[RegistryInfo]:
+            return [RegistryInfo(str(p.name), parse_time(getattr(p, "created_at", None)))
+                    for p in self.api().projects(entity, per_page=200) if is_artifact_project(str(p.name))]
+        return self._call(run)
+
+    def _project_collections(self, entity: str, project: str) -> list[CollectionInfo]:
+        """A project's collections of every type: one request for the types, then one per
+        type and 100 collections (a project has few types; nothing per collection)."""
+        api, out = self.api(), []
+        for t in api.artifact_types(project=f"{entity}/{project}"):
+            for c in api.artifact_collections(f"{entity}/{project}", str(t.name), per_page=100):
+                self._types[(entity, project, str(c.name))] = str(t.name)
+                out.append(CollectionInfo(str(c.name), str(t.name), parse_time(getattr(c, "created_at", None))))
+        return out
+
+    def _project_versions(self, entity: str, project: str, collection: str, per_page: int) -> Any:
+        """The SDK's version listing of a project collection (``api.artifacts``), which needs
+        the collection's type: known from a listing, else from its ``latest`` (one request)."""
+        key = (entity, project, collection)
+        if key not in self._types:
+            art = self._artifact(f"@{entity}", project, collection, "latest")
+            self._types[key] = str(art.type)
+        return self.api().artifacts(self._types[key], f"{entity}/{project}/{collection}", per_page=per_page)
+
     def _registry_search(self, org: str, registry: str) -> Any:
         """The SDK's registry search narrowed to one registry (it adds the name's prefix)."""
         return self.api().registries(organization=org, filter={"name": registry_project(registry)})
@@ -306,11 +359,15 @@ class WandbClient:
         """A registry's collections: one request per 100 (``api.registry(...).collections()``
         would first look the org and the registry up, two more)."""
         def run() -> list[CollectionInfo]:
+            if (entity := home_entity(org)) is not None:
+                return self._project_collections(entity, registry)
             return [CollectionInfo(c.name, c.type, parse_time(c.created_at))
                     for c in self._registry_search(org, registry).collections()]
         return self._call(run)
 
     def _version_search(self, org: str, registry: str, collection: str, per_page: int) -> Any:
+        if (entity := home_entity(org)) is not None:
+            return self._project_versions(entity, registry, collection, per_page)
         return self._registry_search(org, registry).collections(
             filter={"name": collection}).versions(per_page=per_page)
 
@@ -318,8 +375,10 @@ class WandbClient:
         """One version as listed; its Artifact is kept for the manifest load that follows."""
         idx = registry_index(art)
         self._listed[(org, registry, collection, idx)] = art
-        if getattr(art, "entity", None):
+        if getattr(art, "entity", None) and home_entity(org) is None:
             self._org_entities.setdefault(org, str(art.entity))
+        if home_entity(org) is not None and getattr(art, "type", None):
+            self._types.setdefault((str(home_entity(org)), registry, collection), str(art.type))
         al = tuple(x for x in art.aliases if version_index(x) is None)
         return VersionSummary(idx, al, parse_time(art.created_at), art.id)
 
@@ -358,13 +417,17 @@ class WandbClient:
     # ---- one version -------------------------------------------------------------------
     def _artifact(self, org: str, registry: str, collection: str, token: str) -> Any:
         """``org/wandb-registry-R/C:token`` from W&B: one request once the org's entity is
-        known, else through ``api.artifact`` (which finds it first)."""
-        entity = self._org_entities.get(org)
-        if entity is None:
-            return self.api().artifact(qualified_name(org, registry, collection, token))
+        known, else through ``api.artifact`` (which finds it first). A project artifact's
+        ``entity/project/name:token`` is one request."""
         from wandb.sdk.artifacts._validators import FullArtifactPath
         from wandb.sdk.artifacts.artifact import Artifact
 
+        if (home := home_entity(org)) is not None:
+            path = FullArtifactPath(prefix=home, project=registry, name=f"{collection}:{token}")
+            return Artifact._from_name(path=path, service_api=self.api()._service_api)
+        entity = self._org_entities.get(org)
+        if entity is None:
+            return self.api().artifact(qualified_name(org, registry, collection, token))
         path = FullArtifactPath(prefix=entity, project=registry_project(registry), name=f"{collection}:{token}")
         return Artifact._from_name(path=path, service_api=self.api()._service_api)
 
@@ -478,6 +541,8 @@ class WandbClient:
     def version_ref(self, org: str, registry: str, collection: str, index: int) -> VersionRef | None:
         """The version as the membership queries name it, without loading it; None while the
         org's entity is not known yet (it is once the org's registries are listed)."""
+        if (home := home_entity(org)) is not None:
+            return VersionRef(home, registry, collection, index, qualified_name(org, registry, collection, f"v{index}"))
         entity = self._org_entities.get(org)
         if entity is None:
             return None
