@@ -161,3 +161,28 @@ def test_relative_links_on_request(project_artifacts, mount):
     assert os.readlink(m.path / ENTITY) == f"@{ENTITY}"
     assert os.readlink(m.path / f"@{ENTITY}" / PROJECT / f"{NAME}:best") == f"model/{NAME}/v0"
     assert os.readlink(m.path / "acme/model/bert-base/production").startswith("v")
+
+
+def test_a_new_mount_serves_a_read_project_version_while_w_and_b_hangs(project_artifacts, emu, mount, tmp_path):
+    """Immutable data never waits on W&B: a project artifact's vN read once is served by a new
+    mount from disk, by its listed path and by its pasted name, with no GraphQL request."""
+    opts = ("--no-lineage", "--cache-dir", str(tmp_path / "cache"))
+    first = mount(*opts)
+    listed = first.path / f"@{ENTITY}" / PROJECT / "model" / NAME / "v0" / "model.pt"
+    assert listed.read_bytes() == FILES_V0["model.pt"]
+    assert (first.path / ENTITY / PROJECT / f"{NAME}:v0" / "model.pt").read_bytes() == FILES_V0["model.pt"]
+    first.unmount()
+
+    # The new mount cannot load the organizations (so its root knows only the copy on disk,
+    # which has no "alice"); then W&B hangs altogether.
+    emu.faults.set([{"route": "graphql", "operation": "FetchOrgInfoFromEntity", "latency_ms": 20_000}])
+    m = mount(*opts)
+    emu.log.clear()
+    emu.faults.set([{"route": "graphql", "latency_ms": 20_000}])   # W&B hangs from now on
+    t0 = time.perf_counter()
+    assert (m.path / f"@{ENTITY}" / PROJECT / "model" / NAME / "v0" / "model.pt").read_bytes() == FILES_V0["model.pt"]
+    assert (m.path / ENTITY / PROJECT / f"{NAME}:v0" / "model.pt").read_bytes() == FILES_V0["model.pt"]
+    took = time.perf_counter() - t0
+    asked = [str(e.operation) for e in emu.log.entries("graphql")]
+    emu.faults.clear()
+    assert took < 2.0, f"{took:.1f}s: something waited for W&B ({asked})"

@@ -247,12 +247,33 @@ class Catalog:
         its teams'); any other is found by lookup (:meth:`entity_exists`)."""
         return await self._listing(("ents",))  # type: ignore[no-any-return]
 
+    async def known_entity(self, entity: str) -> bool:
+        """Has W&B said this entity exists, now or before (the copies on disk too)? No W&B:
+        a pasted ``<entity>/...`` path on a new mount must not wait for it."""
+        for key in (("ents",), ("ent", entity)):
+            value = self._lists.get(key)
+            if value is None and self.nursery is not None:
+                value = await self._stale(key)
+            if value is True or (isinstance(value, list) and entity in value):
+                return True
+        return False
+
     async def entity_exists(self, entity: str) -> bool:
-        """Does W&B know this entity? Listed ones need no request."""
+        """Does W&B know this entity? Listed ones need no request; a known answer (memory
+        or disk) is served at once and revalidated."""
         fresh = self._lists.get(("ents",))
         if fresh is not None and entity in fresh:
             return True
         return bool(await self._listing(("ent", entity), lambda v: True))
+
+    async def known_orgs(self) -> list[str]:
+        """The orgs as last known (memory or disk), without asking W&B."""
+        if self.fixed_orgs is not None:
+            return list(self.fixed_orgs)
+        value = self._lists.get(("orgs",))
+        if value is None and self.nursery is not None:
+            value = await self._stale(("orgs",))
+        return list(value or [])
 
     async def registries(self, org: str, want: str | None = None) -> dict[str, RegistryInfo]:
         """``want``: the registry the caller looks for (a stale listing without it is refreshed
@@ -266,11 +287,18 @@ class Catalog:
                                    (lambda v: any(r.name == want for r in v)))
         return {r.name: r for r in regs}
 
-    async def collections(self, org: str, registry: str, want: str | None = None) -> dict[str, CollectionInfo]:
+    async def collections(self, org: str, registry: str, want: str | None = None,
+                          want_type: str | None = None) -> dict[str, CollectionInfo]:
+        """``want``/``want_type``: the collection, or a collection of the artifact type, a
+        lookup looks for (answered from a stale listing that has it)."""
         if registry not in await self.registries(org, want=registry):
             raise NotFound(f"registry {registry!r} not found in {org!r}")
-        colls = await self._listing(("colls", org, registry), None if want is None else
-                                    (lambda v: any(c.name == want for c in v)))
+        has = None
+        if want is not None:
+            has = lambda v: any(c.name == want for c in v)  # noqa: E731
+        elif want_type is not None:
+            has = lambda v: any(c.type == want_type for c in v)  # noqa: E731
+        colls = await self._listing(("colls", org, registry), has)
         return {c.name: c for c in colls}
 
     async def versions(self, org: str, registry: str, collection: str) -> CollectionVersions:

@@ -103,6 +103,9 @@ class Tree:
         p = parent.place
         if isinstance(p, Root) and name.startswith(ENTITY_MARK):
             return await self._home(name)
+        if isinstance(p, Root) and name not in await self.catalog.known_orgs() \
+                and await self.catalog.known_entity(name):   # a pasted <entity>/..., known: no W&B
+            return self.table.upsert(Redirect((), name, (entity_home(name),)), time.time())
         if isinstance(p, Org) and name.startswith(REGISTRY_PREFIX):
             return await self._registry_by_project(p, name)
         if isinstance(p, Registry):
@@ -185,7 +188,7 @@ class Tree:
 
     async def _type(self, p: Registry, name: str) -> Node | None:
         """An artifact type folder of a project: a type some collection of it has."""
-        colls = await self.catalog.collections(p.org, p.reg, want=None)
+        colls = await self.catalog.collections(p.org, p.reg, want_type=name)
         created = [c.created_at for c in colls.values() if c.type == name]
         return self.table.upsert(TypeDir(p.org, p.reg, name), min(created) or time.time()) if created else None
 
