@@ -78,10 +78,14 @@ def main() -> None:
     run(["cat", str(mnt / "acme/model/resnet50/production/config.json")], env)
     print()
     run(["sha256sum", str(mnt / "acme/wandb-registry-model/resnet50:latest/model.safetensors")], env)
+    print()   # project artifacts: the runs' own, by the name the W&B UI shows
+    run(["ls", str(mnt / "@alice/demo-source")], env)
+    run(["ls", str(mnt / "alice/demo-source/resnet50-source:v0") + "/"], env)
     print(f"""
 wandbfs is mounted at {mnt}. Try:
   ls -l '{mnt}/acme/Fine-tuned Models/llama-ft'
   find {mnt}/acme/dataset/imagenet-mini/v2 | head
+  ls -l {mnt}/@alice/demo-source/model/resnet50-source     # a project's artifacts, by type
 To use the wandbfs command yourself:
   export WANDB_BASE_URL={base} WANDB_API_KEY={DEMO_KEY} WANDBFS_STATE_DIR={DEMO_DIR / "state"}
   wandbfs status; wandbfs info {mnt}/acme/model/resnet50/production/config.json; wandbfs lineage
