@@ -186,3 +186,23 @@ def test_a_new_mount_serves_a_read_project_version_while_w_and_b_hangs(project_a
     asked = [str(e.operation) for e in emu.log.entries("graphql")]
     emu.faults.clear()
     assert took < 2.0, f"{took:.1f}s: something waited for W&B ({asked})"
+
+
+def test_a_moved_project_alias_shows_after_wandbfs_refresh(emulator, mount, tmp_path):
+    import wandb
+
+    _log_artifact(tmp_path, "mover", {"w.txt": b"zero\n"}, ["prod"], "model")
+    _log_artifact(tmp_path, "mover", {"w.txt": b"one\n"}, [], "model")
+    wandb.teardown()
+    m = mount("--alias-ttl", "3600", "--list-ttl", "3600")
+    coll = m.path / f"@{ENTITY}" / PROJECT / "model" / "mover"
+    assert (coll / "prod" / "w.txt").read_bytes() == b"zero\n"
+    art = wandb.Api().artifact(f"{ENTITY}/{PROJECT}/mover:v1")
+    art.aliases.append("prod")
+    art.save()
+    assert os.path.basename(os.readlink(coll / "prod")) == "v0"           # cached for an hour
+    r = run_cli(["refresh", str(m.path), f"@{ENTITY}/{PROJECT}/model/mover"], m.env)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: os.path.basename(os.readlink(coll / "prod")) == "v1", timeout=15,
+             what="the moved alias after the refresh")
+    assert (coll / "prod" / "w.txt").read_bytes() == b"one\n"

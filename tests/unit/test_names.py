@@ -476,3 +476,14 @@ def test_mount_paths_in_an_entity_home_have_a_type_level() -> None:
     assert parse_mount_path(["@alice", "train", "model"]).level == Level.TYPE
     assert parse_mount_path(["@alice", "train", "model", "ckpt"]).level == Level.COLLECTION
     assert parse_mount_path(["acme", "model", "resnet", "v1"]).version_depth == 4   # registries unchanged
+
+
+def test_the_listing_scope_of_a_path_skips_a_projects_type_folder() -> None:
+    from wandbfs.model.names import listing_scope
+
+    assert listing_scope(["acme", "model", "resnet", "v1", "f"]) == ("acme", "model", "resnet")
+    assert listing_scope(["@alice", "train", "model", "ckpt", "v1"]) == ("@alice", "train", "ckpt")
+    assert listing_scope(["@alice", "train", "model"]) == ("@alice", "train")
+    assert listing_scope(["@alice", "train", "ckpt:best", "f"]) == ("@alice", "train", "ckpt")
+    assert listing_scope(["acme", "model", "resnet:production"]) == ("acme", "model", "resnet")
+    assert listing_scope([]) == ()

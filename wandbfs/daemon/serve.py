@@ -24,6 +24,7 @@ from typing import Any, Callable
 from wandbfs.daemon.config import MountConfig, MountError, load_lock
 from wandbfs.daemon.procutil import kill_children
 from wandbfs.daemon.state import control_socket, journal_file, refresh_file, state_dir, taking_file
+from wandbfs.model.names import listing_scope
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def _take_refresh(paths: _DaemonPaths) -> list[tuple[str, ...]]:
         return []
     out: list[tuple[str, ...]] = []
     for line in lines:
-        parts = tuple(p for p in line.strip("/").split("/") if p)[:3]
+        parts = listing_scope(line.strip("/").split("/"))
         if not parts:
             return []
         out.append(parts)

@@ -49,6 +49,7 @@ __all__ = [
     "QualifiedName",
     "VersionRef",
     "is_artifact_project",
+    "listing_scope",
     "is_safe_name",
     "parse_mount_path",
     "parse_qualified_name",
@@ -133,6 +134,18 @@ def registry_display(project: str) -> str | None:
     if project.startswith(REGISTRY_PREFIX) and len(project) > len(REGISTRY_PREFIX):
         return project[len(REGISTRY_PREFIX) :]
     return None
+
+
+def listing_scope(parts: Sequence[str]) -> tuple[str, ...]:
+    """The (org, registry, collection) a mount path lies under, as far as it goes: what
+    ``wandbfs refresh PATH`` drops. In an ``@entity`` home the type folder is skipped
+    (``@e/project/<type>/coll`` -> ``(@e, project, coll)``): a type holds no listing of its own."""
+    parts = tuple(p for p in parts if p)
+    if len(parts) >= 3 and (qual := split_qualified(parts[2])) is not None:   # coll:alias
+        return parts[:2] + (qual[0],)
+    if parts and home_entity(parts[0]) is not None and len(parts) >= 3:
+        return parts[:2] + parts[3:4]
+    return parts[:3]
 
 
 def is_artifact_project(project: str) -> bool:
