@@ -206,3 +206,4 @@ def test_a_moved_project_alias_shows_after_wandbfs_refresh(emulator, mount, tmp_
     wait_for(lambda: os.path.basename(os.readlink(coll / "prod")) == "v1", timeout=15,
              what="the moved alias after the refresh")
     assert (coll / "prod" / "w.txt").read_bytes() == b"one\n"
+

@@ -105,3 +105,15 @@ def test_a_real_mount_at_an_odd_path_is_found_and_stacking_shows_the_top(tmp_pat
         for _ in range(mounted):
             subprocess.run(["umount", str(mp)], check=True)
     assert not is_mounted(mp)
+
+
+def test_each_mount_names_its_owner_and_status_lists_the_callers_own():
+    """``wandbfs status`` without a mount point shows the caller's mounts (``user_id=``)."""
+    from wandbfs.daemon.mounttab import mounts_of
+
+    table = parse_mountinfo(line(b"/mnt/root-s") + line(b"/home/bob/w", super_opts=b"ro,user_id=1000,group_id=1000")
+                            + line(b"/mnt/odd", super_opts=b"ro,user_id=x"))
+    assert [e.owner for e in table] == [0, 1000, None]
+    assert mounts_of(table=table, owner=1000) == ["/home/bob/w"]
+    assert mounts_of(table=table, owner=0) == ["/mnt/root-s"]
+    assert mounts_of(table=table) == ["/mnt/root-s", "/home/bob/w", "/mnt/odd"]

@@ -143,10 +143,15 @@ def info_command(path: Path, as_json: bool) -> None:
             click.echo(f"{k:<{width}}  {info[k]}")
 
 
-def _mounts(mountpoint: Path | None) -> list[str]:
+def _mounts(mountpoint: Path | None, everyone: bool = True) -> list[str]:
+    """The mount asked for, else the wandbfs mounts (only the caller's unless ``everyone``)."""
     if mountpoint:
         return [str(mount_path(mountpoint))]
-    return list(dict.fromkeys(read_mounts()))
+    if everyone:
+        return list(dict.fromkeys(read_mounts()))
+    from wandbfs.daemon.mounttab import mounts_of
+
+    return list(dict.fromkeys(mounts_of(owner=os.getuid())))
 
 
 def read_status(mountpoint: str, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
@@ -168,13 +173,16 @@ def read_status(mountpoint: str, timeout: float = CALL_TIMEOUT) -> dict[str, Any
 @click.command("status")
 @click.argument("mountpoint", required=False, type=PATH_ARG)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per mount.")
-def status_command(mountpoint: Path | None, as_json: bool) -> None:
+@click.option("--all", "everyone", is_flag=True, help="Every user's wandbfs mounts, not only yours.")
+def status_command(mountpoint: Path | None, as_json: bool, everyone: bool) -> None:
     """Per mount: cache hit ratio, bytes from the cache and from W&B, downloads in flight,
-    lineage pending, errors, uptime. Without MOUNTPOINT, every wandbfs mount (one that is not
-    yours to ask is named on stderr)."""
-    mounts = _mounts(mountpoint)
+    lineage pending, errors, uptime. Without MOUNTPOINT, your own wandbfs mounts; --all:
+    every user's (one that is not yours to ask is named on stderr)."""
+    mounts = _mounts(mountpoint, everyone)
     if not mounts:
-        _fail("no wandbfs mounts")
+        others = len(_mounts(None)) if not everyone else 0
+        _fail(f"no wandbfs mounts of yours ({others} of other users: --all lists them)" if others
+              else "no wandbfs mounts")
     failed = False
     problems = {mp: daemon_problem(mp) for mp in mounts}
     # One deadline for all: a daemon that does not answer leaves the others a second each.

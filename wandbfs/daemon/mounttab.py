@@ -40,6 +40,17 @@ class MountEntry:
     major: int
     minor: int                 # for FUSE: the connection's number in /sys/fs/fuse/connections
 
+    @property
+    def owner(self) -> int | None:
+        """The uid that made a FUSE mount (its ``user_id=`` option), None if not given."""
+        for o in self.options:
+            if o.startswith("user_id="):
+                try:
+                    return int(o[len("user_id="):])
+                except ValueError:
+                    return None
+        return None
+
 
 def unescape(field: bytes) -> bytes:
     """The kernel's ``\\ooo`` escapes back to the bytes they stand for."""
@@ -93,10 +104,11 @@ def is_mounted(mountpoint: str | os.PathLike[str]) -> bool:
     return mount_entry(mountpoint) is not None
 
 
-def mounts_of(fstype: str = FSTYPE, table: Sequence[MountEntry] | None = None) -> list[str]:
+def mounts_of(fstype: str = FSTYPE, table: Sequence[MountEntry] | None = None, owner: int | None = None) -> list[str]:
     """The mount points of ``fstype`` (wandbfs by default) in ``table`` (now's), in order;
-    repeats when stacked."""
-    return [e.mountpoint for e in (mount_table() if table is None else table) if e.fstype == fstype]
+    repeats when stacked. ``owner``: only the mounts that uid made."""
+    return [e.mountpoint for e in (mount_table() if table is None else table)
+            if e.fstype == fstype and (owner is None or e.owner == owner)]
 
 
 def fusermount_unmount(mountpoint: Path, lazy: bool = False) -> None:

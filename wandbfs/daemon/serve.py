@@ -213,7 +213,8 @@ async def _main(config: MountConfig, client: Any, meta: Any, cache: Any, locks: 
     options = FsOptions(alias_ttl=config.alias_ttl, list_ttl=config.list_ttl, negative_ttl=config.negative_ttl,
                         verify=config.verify, warm=config.warm, reader_runs=config.reader_runs,
                         xattrs=config.xattrs, uid=os.getuid(), gid=os.getgid(),
-                        link_root=os.path.abspath(config.mountpoint) if config.links == "absolute" else None)
+                        link_root=os.path.abspath(config.mountpoint) if config.links == "absolute" else None,
+                        cache_dir=str(cache.root))
     policy = FetchPolicy(read_timeout=config.read_timeout, attempts=config.download_attempts,
                          part_size=config.part_size, concurrency=config.concurrency,
                          adaptive=config.adaptive)

@@ -15,7 +15,7 @@ import pyfuse3
 
 from wandbfs.fuse.inodes import FileNode, Node
 
-__all__ = ["IMMUTABLE_TTL", "BLKSIZE", "file_attrs", "reply_entries"]
+__all__ = ["IMMUTABLE_TTL", "BLKSIZE", "cache_statvfs", "disk_figures", "file_attrs", "reply_entries"]
 
 IMMUTABLE_TTL = 24 * 3600.0
 BLKSIZE = 1 << 20
@@ -60,3 +60,27 @@ def reply_entries(token: pyfuse3.ReaddirToken, entries: Sequence[tuple[str, Node
         if not reply(token, fsencode(name), a, i + 1):
             return
         node.lookups += 1   # the kernel holds this entry now (InodeTable.incref)
+
+
+def disk_figures(s: "pyfuse3.StatvfsData", disk: os.statvfs_result, bsize: int = BLKSIZE) -> None:
+    """``df`` of the mount shows the local cache's disk (as other network filesystems show
+    their cache or server): its blocks rescaled to the mount's ``bsize``, its inodes."""
+    frsize = disk.f_frsize or disk.f_bsize or bsize
+    s.f_bsize = s.f_frsize = bsize
+    s.f_blocks = disk.f_blocks * frsize // bsize
+    s.f_bfree = disk.f_bfree * frsize // bsize
+    s.f_bavail = disk.f_bavail * frsize // bsize
+    s.f_files, s.f_ffree, s.f_favail = disk.f_files, disk.f_ffree, disk.f_favail
+
+
+def cache_statvfs(path: str) -> os.statvfs_result:
+    """``statvfs`` of the cache dir, or of its nearest existing parent (the cache dir is made
+    on the first download: the disk it will be on is the same)."""
+    while True:
+        try:
+            return os.statvfs(path)
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                raise
+            path = parent

@@ -32,7 +32,7 @@ from wandbfs.fill.reader import ObjectReader, ReadCounters
 from wandbfs.fuse.errors import UNEXPECTED, errno_of, outcome_of
 from wandbfs.fuse.handles import Handles
 from wandbfs.fuse.inodes import ROOT_INODE, FileNode, InodeTable, Node
-from wandbfs.fuse.listing import BLKSIZE, IMMUTABLE_TTL, file_attrs, reply_entries
+from wandbfs.fuse.listing import BLKSIZE, IMMUTABLE_TTL, cache_statvfs, disk_figures, file_attrs, reply_entries
 from wandbfs.fuse.misses import Misses
 from wandbfs.fuse.nodes import AliasLink, File
 from wandbfs.fuse.tree import Tree
@@ -82,6 +82,7 @@ class FsOptions:
     warm: bool = True        # fetch likely-next manifests, URLs and small files in the background
     reader_runs: bool = True  # record a use on the reading process's run (WANDB_RUN_ID) when it has one
     xattrs: bool = False     # serve user.wandb.* (costs `ls -l` two FUSE requests per file; info/status use the socket)
+    cache_dir: str | None = None  # `df MNT` shows this directory's disk
     link_root: str | None = None  # links absolute under this (the mount point: `cp -r` of an alias keeps a working link); None: relative
 
 
@@ -99,6 +100,7 @@ class WandbFS(pyfuse3.Operations):
         self.opts = options or FsOptions(uid=os.getuid(), gid=os.getgid())
         self.table = InodeTable()
         self.table.add_root(time.time())
+        self._disk: os.statvfs_result | None = None   # the cache disk's last figures (statfs)
         self.warmups = Warmups(catalog, fetcher, enabled=self.opts.warm, nursery=nursery)
         self.tree = Tree(catalog, self.table, self.warmups)
         self.xattrs = Xattrs(catalog, self.tree, self.status)
@@ -311,7 +313,21 @@ class WandbFS(pyfuse3.Operations):
         s.f_bsize = s.f_frsize = BLKSIZE
         s.f_namemax = 255
         s.f_files = len(self.table)
+        if (disk := await self._cache_disk()) is not None:
+            disk_figures(s, disk)
         return s
+
+    async def _cache_disk(self) -> os.statvfs_result | None:
+        """The cache disk's figures, asked in a thread for at most 2 s (a hung disk must not
+        hang `df`); the last good ones after that."""
+        if self.opts.cache_dir is None:
+            return None
+        with trio.move_on_after(2.0):
+            try:
+                self._disk = await trio.to_thread.run_sync(cache_statvfs, self.opts.cache_dir, abandon_on_cancel=True)
+            except OSError as e:
+                log.debug("statfs of the cache dir: %s", e)
+        return self._disk
 
     @_guard
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
