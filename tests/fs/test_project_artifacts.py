@@ -146,6 +146,16 @@ def test_cp_rsync_du_of_an_alias_folder(project_artifacts, mount, tmp_path):
     assert tree_digest(tmp_path / "deref") == project_artifacts["v0"]
     subprocess.run(["cp", "-r", f"{alias}/.", str(tmp_path / "contents")], check=True, timeout=60)
     assert tree_digest(tmp_path / "contents") == project_artifacts["v0"]
+    subprocess.run(["cp", "-a", str(alias), str(tmp_path / "archive")], check=True, timeout=60)
+    assert (tmp_path / "archive").is_symlink() and tree_digest(tmp_path / "archive") == project_artifacts["v0"]
+    subprocess.run(["tar", "-chf", str(tmp_path / "v.tar"), "-C", str(alias.parent), "best"], check=True, timeout=60)
+    subprocess.run(["tar", "-xf", str(tmp_path / "v.tar"), "-C", str(tmp_path / "contents")], check=True, timeout=60)
+    assert not (tmp_path / "contents/best").is_symlink()          # tar -h stored the files
+    assert tree_digest(tmp_path / "contents/best") == project_artifacts["v0"]
+    subprocess.run(["rsync", "-a", str(alias), str(tmp_path / "rs-link")], check=True, timeout=60)
+    assert (tmp_path / "rs-link").is_symlink()                        # no trailing slash: the link
+    subprocess.run(["rsync", "-a", f"{alias}/", str(tmp_path / "rs-files") + "/"], check=True, timeout=60)
+    assert tree_digest(tmp_path / "rs-files") == project_artifacts["v0"]
     du = lambda *a: int(subprocess.run(["du", "-sb", *a], capture_output=True, text=True, check=True,  # noqa: E731
                                        timeout=60).stdout.split()[0])
     total = sum(len(b) for b in FILES_V0.values())
