@@ -38,7 +38,8 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
           negative_ttl: float, entity: str | None, project: str, job_type: str, run_id: str | None,
           no_lineage: bool, reader_runs: bool, missing_run_grace: float, access_log: Path | None, allow_other: bool, read_timeout: float, lookup_timeout: float,
           wandb_timeout: float, verify: str, part_size: int,
-          concurrency: int, fill: str, warm: bool, read_ahead_kb: int, xattrs: bool, links: str, metrics_addr: str | None, log_format: str,
+          concurrency: int, fill: str, warm: bool, read_ahead_kb: int, xattrs: bool, links: str,
+          shared_cache: str | None, shared_lease_ttl: float, metrics_addr: str | None, log_format: str,
           foreground: bool, log_file: Path | None, debug: bool) -> None:
     """Mount the W&B Registry at MOUNTPOINT (returns once the mount answers)."""
     from wandbfs.cache.eviction import parse_size
@@ -54,6 +55,7 @@ def mount(mountpoint: Path, orgs: tuple[str, ...], cache_dir: Path | None, cache
                          missing_run_grace=missing_run_grace,
                          lock_file=lock_file.absolute() if lock_file else None,
                          metrics_addr=metrics_addr, log_format=log_format, xattrs=xattrs, links=links,
+                         shared_cache=shared_cache, shared_lease_ttl=shared_lease_ttl,
                          access_log=access_log.absolute() if access_log else None, mountpoint=mountpoint.absolute(), orgs=list(orgs) or None, cache_dir=cache_dir,
                          alias_ttl=alias_ttl, list_ttl=list_ttl, negative_ttl=negative_ttl,
                          lineage=not no_lineage, entity=entity, project=project, job_type=job_type,

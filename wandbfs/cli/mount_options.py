@@ -77,6 +77,14 @@ def mount_params() -> list[click.Parameter]:
                         help="Alias symlinks (production -> v3) and pasted-name links point to an absolute path under "
                              "the mount point, so `cp -r`/`rsync -a`/`tar` of an alias keep a link that still finds "
                              "the version; relative where the mount is seen at another path (a container's bind mount)."),
+        click.Option(["--shared-cache"], metavar="URL", envvar="WANDBFS_SHARED_CACHE",
+                        help="A cache tier the cluster's hosts share: s3://bucket/prefix (boto3's credentials, "
+                             "AWS_ENDPOINT_URL for MinIO/Ceph) or an absolute directory on NFS/Lustre/GPFS/CephFS. "
+                             "Files come from the local cache, then this tier, then W&B; what one host fetched from "
+                             "W&B the others read from here, verified ($WANDBFS_SHARED_CACHE)."),
+        click.Option(["--shared-lease-ttl"], default=30.0, show_default=True,
+                        help="Seconds a host's lease on fetching an object for the others lasts unless renewed; "
+                             "a host that died or stalled is taken over after this."),
         click.Option(["--metrics-addr"], metavar="HOST:PORT",
                         help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9400). Off by default."),
         click.Option(["--log-format"], type=click.Choice(["text", "json"]), default="text", show_default=True,

@@ -215,6 +215,11 @@ def status_command(mountpoint: Path | None, as_json: bool, everyone: bool) -> No
         click.echo(f"  cache hits {s['cache_hits']}  misses {s['cache_misses']}  hit ratio {ratio}")
         click.echo(f"  read {format_size(s['bytes_read'])}: {format_size(s['bytes_from_cache'])} from the cache, "
                    f"{format_size(s['bytes_from_wandb'])} while downloading; downloaded {format_size(s['bytes_downloaded'])}")
+        if s.get("shared_cache"):
+            down = "" if s["shared_cache_up"] else "  (unreachable: reading from W&B)"
+            click.echo(f"  fetched {format_size(s['bytes_downloaded'])} from W&B, "
+                       f"{format_size(s['bytes_from_shared'])} from the shared cache {s['shared_cache']}{down}; "
+                       f"published {format_size(s['bytes_to_shared'])} ({s['shared_published']} objects)")
         click.echo(f"  downloads in flight {s['downloads_in_flight']}  served uncached {s['uncached_files']}  "
                    f"evictions {s['evictions']}  open files {s['open_files']}")
         lin = "off" if s["lineage_pending"] is None else f"{s['lineage_recorded']} recorded, {s['lineage_pending']} pending"

@@ -44,6 +44,8 @@ class MountConfig:
     metrics_addr: str | None = None
     xattrs: bool = False             # user.wandb.* as extended attributes (info/status use the control socket)
     links: str = "absolute"          # alias and name links: absolute under the mount point, or relative
+    shared_cache: str | None = None  # the shared cache tier: s3://bucket/prefix or a shared directory
+    shared_lease_ttl: float = 30.0   # seconds a host's claim on fetching an object lasts unless renewed
     log_format: str = "text"
     access_log: Path | None = None
     log_file: Path | None = None

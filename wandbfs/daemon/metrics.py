@@ -49,6 +49,13 @@ class _Snapshot(Collector):
         yield req
         yield CounterMetricFamily("wandbfs_downloaded_bytes", "Bytes downloaded from storage",
                                   value=s["bytes_downloaded"])
+        fetched = CounterMetricFamily("wandbfs_fetched_bytes", "Bytes brought into the local cache, by where "
+                                      "they came from", labels=["source"])
+        fetched.add_metric(["wandb"], s["bytes_downloaded"])
+        fetched.add_metric(["shared"], s.get("bytes_from_shared", 0))
+        yield fetched
+        yield CounterMetricFamily("wandbfs_shared_published_bytes", "Bytes this host published to the shared "
+                                  "cache tier", value=s.get("bytes_to_shared", 0))
         yield CounterMetricFamily("wandbfs_cache_hits", "Objects found in the cache", value=s["cache_hits"])
         yield CounterMetricFamily("wandbfs_cache_misses", "Objects that had to be downloaded",
                                   value=s["cache_misses"])

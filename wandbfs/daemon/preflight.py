@@ -26,6 +26,13 @@ def preflight(config: MountConfig) -> None:
     """The checks that need no W&B call; each failure is one clear line."""
     load_lock(config)
     check_mount_point(config.mountpoint)
+    if config.shared_cache:
+        from wandbfs.shared.stores import open_store
+
+        try:
+            open_store(config.shared_cache)   # the URL's form and boto3; reaching it is the daemon's
+        except ValueError as e:
+            raise MountError(str(e)) from None
     if not api_key_available():
         raise MountError("no W&B API key: set WANDB_API_KEY or run `wandb login`")
 

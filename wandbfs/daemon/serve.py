@@ -228,7 +228,7 @@ async def _main(config: MountConfig, client: Any, meta: Any, cache: Any, locks: 
                               meta=meta, gate=gate, lookup_timeout=config.lookup_timeout, locks=locks,
                               nursery=nursery)
             fetcher = Fetcher(cache, catalog.file_url, policy=policy, evictor=evictor, nursery=nursery,
-                              metrics=metrics)
+                              metrics=metrics, tier=_shared_tier(config))
             closing.callback(fetcher.close)
             fs = WandbFS(catalog, fetcher, lineage, options, access_log=access_log, metrics=metrics,
                          nursery=nursery)
@@ -236,6 +236,19 @@ async def _main(config: MountConfig, client: Any, meta: Any, cache: Any, locks: 
                                           nursery, closing)
             nursery.cancel_scope.cancel()
     return code
+
+
+def _shared_tier(config: MountConfig) -> Any:
+    """The shared cache tier (``--shared-cache``), or None. Not reached here: a tier that
+    does not answer is found by the first fill, which reads from W&B instead."""
+    if not config.shared_cache:
+        return None
+    from wandbfs.shared.tier import SharedTier
+
+    tier = SharedTier.open(config.shared_cache, timeout=min(config.read_timeout, 10.0),
+                           lease_ttl=config.shared_lease_ttl, wait_limit=config.read_timeout)
+    log.info("shared cache tier: %s (lease %gs)", tier.url, config.shared_lease_ttl)
+    return tier
 
 
 def _metrics(config: MountConfig) -> Any:

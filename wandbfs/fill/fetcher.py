@@ -41,17 +41,29 @@ from wandbfs.cache.store import ObjectCache
 from wandbfs.cache.eviction import CacheLimits, Evictor
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.errors import BadBytes, FetchError, NoSpace
-from wandbfs.fill.getter import FetchPolicy, FetchStats
+from wandbfs.fill.getter import FetchPolicy, FetchStats, GetterFactory, RangeGetter
 from wandbfs.fill.item import FillItem
 from wandbfs.fill.refs import RefResolver
 from wandbfs.fill.stream import UncachedStream
+from wandbfs.fill.tiered import TieredGetter
 from wandbfs.sdk.client import VersionDetail
+from wandbfs.shared.tier import SharedTier
 
 log = logging.getLogger(__name__)
 
 UrlSource = Callable[[VersionDetail, str, bool], Awaitable[str]]
 
 __all__ = ["Fetcher", "FetchPolicy", "FetchStats", "FillItem", "UncachedStream", "close_if_idle"]
+
+
+class _TierFill:
+    """A fill's ``TieredGetter`` and its item (whose plan says whether the fill is whole)."""
+
+    getter: TieredGetter | None = None
+    item: FillItem | None = None
+
+    def whole(self) -> bool:
+        return self.item is not None and self.item.plan.whole
 
 
 def close_if_idle(item: FillItem) -> None:
@@ -69,8 +81,9 @@ def close_if_idle(item: FillItem) -> None:
 class Fetcher:
     def __init__(self, cache: ObjectCache, url_source: UrlSource, *, policy: FetchPolicy | None = None,
                  limiter: trio.CapacityLimiter | None = None, nursery: trio.Nursery | None = None,
-                 evictor: Evictor | None = None, metrics: Any = None) -> None:
-        """``metrics``: the mount's ``daemon.metrics.Metrics``, when it serves them."""
+                 evictor: Evictor | None = None, metrics: Any = None, tier: SharedTier | None = None) -> None:
+        """``metrics``: the mount's ``daemon.metrics.Metrics``, when it serves them; ``tier``:
+        the shared cache tier (``--shared-cache``) fills look in before W&B."""
         self.cache = cache
         self.evictor = evictor or Evictor(cache, CacheLimits())
         self.url_source = url_source
@@ -92,6 +105,9 @@ class Fetcher:
         self.partials = Partials(cache)
         self.refs = RefResolver(self._http, self.policy, self.stats)
         self.metrics = metrics
+        self.tier = tier
+        # Publishing to the tier reads a whole object: a few at a time, off the readers' threads.
+        self.publishers = trio.CapacityLimiter(2)
 
     # ---- public ----------------------------------------------------------------------
     async def open_object(self, detail: VersionDetail, entry: ManifestEntry, *,
@@ -270,10 +286,13 @@ class Fetcher:
             if not await trio.to_thread.run_sync(self.evictor.reserve, entry.size, limiter=limiter):
                 lock.close()
                 return self.uncached(detail, entry)
+            getter: GetterFactory | None = source.getter if source is not None else None
+            tiered = _TierFill()
+            if getter is None and self.tier is not None:
+                getter = await self._tier_getter(detail, entry, key, policy, tiered)
             try:
-                item = FillItem(entry, self.cache, policy, self._url_fn(detail, entry), self._http, self.stats,
-                                source.getter if source is not None else None, whole=whole,
-                                partials=self.partials)
+                item = tiered.item = FillItem(entry, self.cache, policy, self._url_fn(detail, entry), self._http,
+                                              self.stats, getter, whole=whole, partials=self.partials)
             except OSError as e:
                 self.evictor.settle(entry.size)
                 if not self.cache.note_unwritable(e):  # no temp file in a read-only cache
@@ -287,8 +306,30 @@ class Fetcher:
             lock.close()
             raise
         self._fills[key] = item
-        self._nursery().start_soon(self._run_fill, item, key, lock, limiter)
+        self._nursery().start_soon(self._run_fill, item, key, lock, limiter, tiered.getter)
         return item
+
+    async def _tier_getter(self, detail: VersionDetail, entry: ManifestEntry, key: Path, policy: FetchPolicy,
+                           made: _TierFill) -> GetterFactory | None:
+        """The factory of a fill's ``TieredGetter`` (parts from the shared tier, then W&B),
+        which ``made`` keeps with its item. ``None`` when the tier is down: plain W&B."""
+        tier = self.tier
+        assert tier is not None
+        if not tier.available():
+            return None
+        rel = key.relative_to(self.cache.artifacts_dir).as_posix()
+        sums = None
+        with trio.move_on_after(self.policy.read_timeout):   # the store has its own timeouts too
+            sums = await trio.to_thread.run_sync(tier.lookup, rel, entry.size, abandon_on_cancel=True)
+        url_fn = self._url_fn(detail, entry)
+
+        def factory(workers: int, cancelled: Callable[[], bool]) -> TieredGetter:
+            inner = RangeGetter(entry, policy, url_fn, self._http, self.stats, workers, cancelled)
+            made.getter = TieredGetter(tier, rel, entry, inner, sums, made.whole, cancelled, self.stats)
+            return made.getter
+        if sums is not None:
+            tier.note(objects_read=1)
+        return factory
 
     async def _checked_hit(self, entry: ManifestEntry, limiter: trio.CapacityLimiter | None = None) -> Path | None:
         """The cached object if it is there and its bytes are right; a wrong one is removed.
@@ -339,7 +380,7 @@ class Fetcher:
         return self.nursery
 
     async def _run_fill(self, item: FillItem, key: Path, lock: contextlib.ExitStack,
-                        limiter: trio.CapacityLimiter) -> None:
+                        limiter: trio.CapacityLimiter, tiered: TieredGetter | None = None) -> None:
         self.stats.in_flight += 1
 
         async def thread(fn: Callable[[], None]) -> None:
@@ -357,6 +398,30 @@ class Fetcher:
                 self._fills.pop(key, None)
             if item.error is None and item.path is not None:
                 self._verified.add(item.path)
+            if tiered is not None:
+                self._nursery().start_soon(self._tier_finish, tiered, item)
+
+    async def _tier_finish(self, tiered: TieredGetter, item: FillItem) -> None:
+        """Publish what this fill verified (if its lease says so) and give the lease up."""
+        ok = item.error is None and item.path is not None
+        await trio.to_thread.run_sync(tiered.finish, item.path if ok else None, isinstance(item.error, BadBytes),
+                                      limiter=self.publishers, abandon_on_cancel=True)
+
+    async def share(self, detail: VersionDetail, entry: ManifestEntry) -> bool:
+        """Make sure the shared tier has this object (``wandbfs prefetch --shared``): fetched
+        into the local cache (from the tier or W&B) and published if the tier lacks it.
+        ``False`` when there is no tier, it is down, or it had the object already."""
+        path = await self.ensure(detail, entry)
+        tier = self.tier
+        if tier is None or entry.ref is not None:
+            return False
+        rel = path.relative_to(self.cache.artifacts_dir).as_posix()
+
+        def publish() -> bool:
+            if tier.lookup(rel, entry.size) is not None:
+                return False
+            return tier.publish(rel, path, entry.size, {})
+        return await trio.to_thread.run_sync(publish, limiter=self.publishers, abandon_on_cancel=True)
 
     def _verify_and_mark(self, path: Path, entry: ManifestEntry) -> bool:
         ok = self.cache.verify_file(path, entry)

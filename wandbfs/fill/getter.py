@@ -61,6 +61,7 @@ class FetchStats:
     url_refreshes: int = 0
     in_flight: int = 0
     uncached: int = 0                 # objects served without caching (no room)
+    bytes_from_shared: int = 0        # bytes a fill took from the shared cache tier (--shared-cache)
 
 
 UrlFn = Callable[[bool], str]   # blocking, called from worker threads: refresh -> signed URL

@@ -1,0 +1,289 @@
+"""The shared cache tier: objects one host fetched from W&B, for every other host to read.
+
+Three tiers in one read path: the host's own cache, this tier, W&B. The tier holds, under
+its root (a bucket prefix or a directory)::
+
+    obj/md5/ab/cdef…                 complete objects, the local cache's own keys (md5 / etag)
+    wandbfs/sums/md5/ab/cdef….json   their size and the md5 of every 8 MiB part, written first
+    wandbfs/fill/md5/ab/cdef…/       an object being fetched: lease.<gen> (lease.py) and
+                                     part.<n>, each part as it arrived from W&B
+
+Nothing unverified crosses a tier: an object is published only after the host that has it
+checked it against the manifest digest, and each part read back is checked against its
+md5 before a byte of it is handed on, so a corrupted or truncated object (planted, bit rot,
+a half-copied file) is found before it is served, removed, and fetched from W&B again,
+which replaces it. Parts in ``fill/`` are what a filling host got from W&B; a host reading
+them verifies the whole file against the manifest digest like any download.
+
+The store is one network hop that can fail like any other: every call goes through
+``_call``, which turns a failure into "not in the tier" and stops asking for
+``retry_after`` seconds, with one log line each way: a host that cannot reach the tier
+reads from W&B. Eviction is the store's own business (lifecycle rules, a cron job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from wandbfs.shared.lease import Lease, LeaseRecord, current_lease, holder_id
+from wandbfs.shared.stores import TierError, TierStore, open_store
+
+log = logging.getLogger(__name__)
+
+PART = 8 << 20
+"""Bytes per part in the tier (S3 needs at least 5 MiB per part to compose an object)."""
+
+T = TypeVar("T")
+
+__all__ = ["PART", "SharedTier", "Sums", "TierStats", "part_bounds", "part_count"]
+
+
+def part_count(size: int) -> int:
+    return max(1, -(-size // PART))
+
+
+def part_bounds(idx: int, size: int) -> tuple[int, int]:
+    return idx * PART, min(size, (idx + 1) * PART)
+
+
+def md5_hex(data: bytes | bytearray | memoryview) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class Sums:
+    """What the tier says of a complete object: its size and each part's md5."""
+
+    size: int
+    md5: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return json.dumps({"size": self.size, "part": PART, "md5": list(self.md5)}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Sums | None:
+        try:
+            d = json.loads(data)
+            sums = cls(int(d["size"]), tuple(str(h) for h in d["md5"]))
+            if int(d["part"]) != PART or len(sums.md5) != part_count(sums.size):
+                return None
+            return sums
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass
+class TierStats:
+    bytes_read: int = 0          # from the tier, into this host's cache
+    bytes_written: int = 0       # parts and objects this host published
+    objects_read: int = 0        # fills that found the complete object in the tier
+    published: int = 0           # objects this host published
+    bad_objects: int = 0         # objects that failed a part's md5 or had the wrong size
+    waits: int = 0               # parts waited for while another host fetched them
+    errors: int = 0              # store calls that failed
+
+
+class SharedTier:
+    """One mount's view of the shared tier (no state shared between mounts in a process)."""
+
+    def __init__(self, store: TierStore, *, lease_ttl: float = 30.0, retry_after: float = 30.0,
+                 wait_limit: float = 30.0) -> None:
+        """``wait_limit``: the longest a part is waited for while another host fetches it
+        (then it is fetched from W&B here): a holder that renews but makes no progress
+        cannot hold the others up longer than that."""
+        self.store = store
+        self.url = store.url
+        self.lease_ttl = lease_ttl
+        self.retry_after = retry_after
+        self.wait_limit = wait_limit
+        self.holder = holder_id()
+        self.stats = TierStats()
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down = False
+
+    @classmethod
+    def open(cls, url: str, *, timeout: float = 10.0, lease_ttl: float = 30.0,
+             wait_limit: float = 30.0) -> SharedTier:
+        return cls(open_store(url, timeout=timeout), lease_ttl=lease_ttl, wait_limit=wait_limit)
+
+    # ---- the store's health -------------------------------------------------------------
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def call(self, default: T, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)``, or ``default`` when the store is down or the call fails."""
+        if not self.available():
+            return default
+        try:
+            out = fn(*args)
+        except TierError as e:
+            self._failed(e)
+            return default
+        if self._down:
+            with self._lock:
+                was, self._down = self._down, False
+            if was:
+                log.warning("shared cache %s answers again", self.url)
+        return out
+
+    def _failed(self, e: TierError) -> None:
+        with self._lock:
+            self.stats.errors += 1
+            self._down_until = time.monotonic() + self.retry_after
+            was, self._down = self._down, True
+        if not was:
+            log.warning("shared cache unreachable (%s): reading from W&B, trying it again in %gs", e,
+                        self.retry_after)
+
+    # ---- keys -------------------------------------------------------------------------
+    @staticmethod
+    def _sub(rel: str) -> str:
+        """``obj/md5/ab/cdef`` -> ``md5/ab/cdef``."""
+        return rel.split("/", 1)[1]
+
+    def sums_key(self, rel: str) -> str:
+        return f"wandbfs/sums/{self._sub(rel)}.json"
+
+    def fill_folder(self, rel: str) -> str:
+        return f"wandbfs/fill/{self._sub(rel)}"
+
+    # ---- complete objects ---------------------------------------------------------------
+    def lookup(self, rel: str, size: int) -> Sums | None:
+        """The complete object's sums, if the tier has it at the right size; a wrong-sized one
+        (truncated, or not what its sums say) is removed. Store failures count as absent."""
+        return self.call(None, self._lookup, rel, size)
+
+    def _lookup(self, rel: str, size: int) -> Sums | None:
+        data = self.store.read(self.sums_key(rel))
+        if data is None:
+            return None
+        sums = Sums.decode(data)
+        have = self.store.size(rel)
+        if have is None and sums is not None and sums.size == size:
+            return None     # being published (sums go first), or removed
+        if sums is None or sums.size != size or have != size:
+            self._bad(rel, f"{'unreadable sums' if sums is None else f'{have} bytes'} for a {size}-byte object")
+            return None
+        return sums
+
+    def object_part(self, rel: str, sums: Sums, idx: int) -> bytes | None:
+        """Part ``idx`` of a complete object, checked against its md5; ``None`` if it is gone
+        or fails (then the object is removed: it will be fetched and published again)."""
+        a, b = part_bounds(idx, sums.size)
+        data = self.call(None, self.store.read, rel, a, b)
+        if data is None:
+            return None
+        if len(data) != b - a or md5_hex(data) != sums.md5[idx]:
+            self._bad(rel, f"part {idx} ({a}-{b}) fails its md5")
+            return None
+        self._count_read(len(data))
+        return data
+
+    def _bad(self, rel: str, why: str) -> None:
+        with self._lock:
+            self.stats.bad_objects += 1
+        log.warning("shared cache object %s: %s; not served, removed (it is fetched from W&B and "
+                    "published again)", rel, why)
+        self.drop(rel)
+
+    def drop(self, rel: str) -> None:
+        """Remove a complete object and its sums (bad, or its parts failed a digest)."""
+        self.call(None, self.store.delete, rel)
+        self.call(None, self.store.delete, self.sums_key(rel))
+
+    def publish(self, rel: str, path: Path, size: int, md5s: dict[int, str]) -> bool:
+        """Publish this host's verified copy: sums first, then the object (composed from the
+        published parts on the server when they are all there, else uploaded), then the
+        parts go. ``md5s``: part digests already known (the rest are read from ``path``)."""
+        return self.call(False, self._publish, rel, path, size, md5s)
+
+    def _publish(self, rel: str, path: Path, size: int, md5s: dict[int, str]) -> bool:
+        n = part_count(size)
+        digests = dict(md5s)
+        if len(digests) < n:
+            with open(path, "rb", buffering=0) as f:
+                for idx in range(n):
+                    if idx not in digests:
+                        a, b = part_bounds(idx, size)
+                        digests[idx] = md5_hex(_pread_all(f.fileno(), b - a, a))
+        self.store.write(self.sums_key(rel), Sums(size, tuple(digests[i] for i in range(n))).encode())
+        folder = self.fill_folder(rel)
+        present = set(self.store.names(folder))
+        parts = [f"{folder}/part.{i}" for i in range(n)]
+        composed = (all(f"part.{i}" in present for i in range(n)) and self.store.compose(rel, parts)
+                    and self.store.size(rel) == size)
+        if not composed:
+            self.store.write_file(rel, path)
+            with self._lock:
+                self.stats.bytes_written += size
+        with self._lock:
+            self.stats.published += 1
+        log.info("published %s to the shared cache (%d bytes, %s)", rel, size,
+                 "composed from its parts" if composed else "uploaded")
+        self.clear_parts(rel)
+        return True
+
+    # ---- objects being filled -------------------------------------------------------------
+    def fill_part(self, rel: str, idx: int, length: int) -> bytes | None:
+        """A part another host published while filling, if it is there whole."""
+        data = self.call(None, self.store.read, f"{self.fill_folder(rel)}/part.{idx}")
+        if data is None:
+            return None
+        if len(data) != length:
+            log.warning("shared cache part %s/part.%d has %d bytes, not %d: ignored", self.fill_folder(rel), idx,
+                        len(data), length)
+            self.call(None, self.store.delete, f"{self.fill_folder(rel)}/part.{idx}")
+            return None
+        self._count_read(len(data))
+        return data
+
+    def put_part(self, rel: str, idx: int, data: bytes) -> None:
+        """Publish a part as it arrived from W&B, for hosts waiting on this fill."""
+        self.call(None, self._put_part, rel, idx, data)
+
+    def _put_part(self, rel: str, idx: int, data: bytes) -> None:
+        self.store.write(f"{self.fill_folder(rel)}/part.{idx}", data)
+        with self._lock:
+            self.stats.bytes_written += len(data)
+
+    def clear_parts(self, rel: str) -> None:
+        """Remove an object's published parts (it is complete, or its parts were bad)."""
+        folder = self.fill_folder(rel)
+        for name in self.call([], self.store.names, folder):
+            if name.startswith("part."):
+                self.call(None, self.store.delete, f"{folder}/{name}")
+
+    def current_lease(self, rel: str) -> tuple[int, LeaseRecord | None] | None | bool:
+        """The lease in force (see ``lease.current_lease``), or ``False`` if the store failed."""
+        return self.call(False, current_lease, self.store, self.fill_folder(rel))
+
+    def lease(self, rel: str, whole: Callable[[], bool]) -> Lease:
+        return Lease(self.store, self.fill_folder(rel), self.lease_ttl, self.holder, whole)
+
+    def _count_read(self, n: int) -> None:
+        with self._lock:
+            self.stats.bytes_read += n
+
+    def note(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+
+
+def _pread_all(fd: int, count: int, offset: int) -> bytes:
+    out = bytearray()
+    while len(out) < count:
+        chunk = os.pread(fd, count - len(out), offset + len(out))
+        if not chunk:
+            raise OSError(f"short read at byte {offset + len(out)}")
+        out += chunk
+    return bytes(out)
