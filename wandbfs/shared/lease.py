@@ -82,14 +82,17 @@ def lease_gen(name: str) -> int | None:
 def current_lease(store: TierStore, folder: str) -> tuple[int, LeaseRecord | None] | None:
     """The lease in force for ``folder``: (its generation, its record or ``None`` if unreadable),
     or ``None`` when there has never been one."""
-    gens = [g for g in (lease_gen(n) for n in store.names(folder)) if g is not None]
-    while gens:
+    for _ in range(10):
+        gens = [g for g in (lease_gen(n) for n in store.names(folder)) if g is not None]
+        if not gens:
+            return None
         gen = max(gens)
         data = store.read(f"{folder}/{PREFIX}{gen}")
         if data is not None:
             return gen, LeaseRecord.decode(gen, data)
-        gens.remove(gen)   # released between the listing and the read
-    return None
+        # Released or replaced between the listing and the read: list again, never fall back
+        # to an older generation (or to "none"), which a racing host would then create.
+    raise TierError(f"{store.url}: the leases in {folder} keep changing under us")
 
 
 class Lease:
@@ -139,17 +142,21 @@ class Lease:
         """Take the lease if nobody holds a live one (claiming ``first_part``); ``True`` when it is ours."""
         if self.held:
             return True
-        if first_part is not None:
-            with self._mutex:
-                self._parts.add(first_part)
         cur = current_lease(self.store, self.folder)
         if cur is not None:
             gen, rec = cur
             if rec is not None and not rec.expired():
-                return rec.holder == self.holder
+                if rec.holder != self.holder:
+                    return False
+                self.gen = gen    # ours from an earlier fill whose release did not get through
+                self._start_renewing()
+                return True
             nxt = gen + 1
         else:
             nxt = 0
+        if first_part is not None:
+            with self._mutex:
+                self._parts.add(first_part)
         self.gen, self.lost = nxt, False
         try:
             won = self.store.create(f"{self.folder}/{PREFIX}{nxt}", self._record())
@@ -167,10 +174,14 @@ class Lease:
             self.store.delete(f"{self.folder}/{PREFIX}{old}")
         if cur is not None:
             log.info("took over the shared-cache lease %s (generation %d expired)", self.folder, nxt - 1)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._renew_loop, name="wandbfs-lease", daemon=True)
-        self._thread.start()
+        self._start_renewing()
         return True
+
+    def _start_renewing(self) -> None:
+        self._stop.clear()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._renew_loop, name="wandbfs-lease", daemon=True)
+            self._thread.start()
 
     def renew(self) -> bool:
         """Push the expiry on (and the current ``whole``); ``False`` once the lease is lost."""

@@ -5,7 +5,8 @@ that are ``/``-separated paths under the tier's root (``obj/md5/ab/cdef…``):
 
 * ``read`` (a range or all; ``None`` when absent), ``size``, ``names`` (what is directly in
   a folder);
-* ``write`` / ``write_file``: atomic replace (S3 PUT and multipart upload are atomic; a
+* ``write`` / ``write_file`` (from an open local file: the caller holds it, so eviction
+  cannot take it away half way): atomic replace (S3 PUT and multipart upload are atomic; a
   directory writes a temp file beside the key and renames it, so no reader ever sees half);
 * ``create``: atomic create-if-absent, the one primitive the lease needs (S3
   ``If-None-Match: *``; a directory ``link(2)`` of a temp file, the classic NFS lock);
@@ -22,7 +23,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
 __all__ = ["DirStore", "S3Store", "TierError", "TierStore", "open_store"]
@@ -39,7 +40,7 @@ class TierStore(Protocol):
     def size(self, key: str) -> int | None: ...
     def names(self, folder: str) -> list[str]: ...
     def write(self, key: str, data: bytes) -> None: ...
-    def write_file(self, key: str, path: Path) -> None: ...
+    def write_file(self, key: str, src: BinaryIO, size: int) -> None: ...
     def create(self, key: str, data: bytes) -> bool: ...
     def delete(self, key: str) -> None: ...
     def compose(self, key: str, parts: list[str]) -> bool: ...
@@ -112,33 +113,32 @@ class DirStore:
         except OSError as e:
             raise TierError(f"{self.url}: listing {folder}: {e.strerror or e}") from e
 
-    def _temp(self, key: str, data: bytes | None, src: Path | None = None) -> Path:
+    def _temp(self, key: str, data: bytes | None, src: BinaryIO | None = None, size: int = 0) -> Path:
+        """A complete, fsynced temp file beside ``key``; removed again if anything fails."""
         path = self._path(key)
+        tmp = path.parent / _temp_name(path.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.parent / _temp_name(path.name)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                if src is not None:
-                    with open(src, "rb", buffering=0) as f:
-                        left = os.fstat(f.fileno()).st_size
-                        off = 0
-                        while left:
-                            n = os.copy_file_range(f.fileno(), fd, left, off, off) if hasattr(os, "copy_file_range") else 0
-                            if n <= 0:   # no copy_file_range across these filesystems: plain copy
-                                chunk = os.pread(f.fileno(), min(left, 8 << 20), off)
-                                n = os.pwrite(fd, chunk, off)
-                            off, left = off + n, left - n
-                else:
-                    view = memoryview(data or b"")
-                    while view:
-                        view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            return tmp
         except OSError as e:
             raise TierError(f"{self.url}: writing {key}: {e.strerror or e}") from e
+        try:
+            if src is not None:
+                _copy(src.fileno(), fd, size)
+            else:
+                view = memoryview(data or b"")
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            _unlink(tmp)
+            raise TierError(f"{self.url}: writing {key}: {e.strerror or e}") from e
+        except BaseException:
+            _unlink(tmp)
+            raise
+        finally:
+            os.close(fd)
+        return tmp
 
     def _commit(self, tmp: Path, key: str) -> None:
         try:
@@ -150,8 +150,8 @@ class DirStore:
     def write(self, key: str, data: bytes) -> None:
         self._commit(self._temp(key, data), key)
 
-    def write_file(self, key: str, path: Path) -> None:
-        self._commit(self._temp(key, None, path), key)
+    def write_file(self, key: str, src: BinaryIO, size: int) -> None:
+        self._commit(self._temp(key, None, src, size), key)
 
     def create(self, key: str, data: bytes) -> bool:
         tmp = self._temp(key, data)
@@ -175,6 +175,23 @@ class DirStore:
 
     def compose(self, key: str, parts: list[str]) -> bool:
         return False   # the caller copies its verified local file instead
+
+
+def _copy(src: int, dst: int, size: int) -> None:
+    """The first ``size`` bytes of ``src`` into ``dst`` (in the kernel where the filesystems
+    allow); ``OSError`` if it has fewer."""
+    left, off = size, 0
+    while left:
+        try:
+            n = os.copy_file_range(src, dst, left, off, off)
+        except OSError:
+            n = 0
+        if n <= 0:   # no copy_file_range between these filesystems: a plain copy
+            chunk = os.pread(src, min(left, 8 << 20), off)
+            if not chunk:
+                raise OSError(f"the local file ended at byte {off}")
+            n = os.pwrite(dst, chunk, off)
+        off, left = off + n, left - n
 
 
 def _unlink(path: Path) -> None:
@@ -266,9 +283,12 @@ class S3Store:
         except self._errors as e:
             raise self._fail("writing", key, e) from e
 
-    def write_file(self, key: str, path: Path) -> None:
+    def write_file(self, key: str, src: BinaryIO, size: int) -> None:
         try:
-            self._client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
+            self._client.upload_fileobj(src, self.bucket, self._key(key), Config=self._transfer)
+            if self.size(key) != size:   # the local file changed under the upload
+                self.delete(key)
+                raise TierError(f"{self.url}: uploading {key}: the local file was not {size} bytes")
         except self._errors as e:
             raise self._fail("uploading", key, e) from e
         except Exception as e:  # boto3.exceptions.S3UploadFailedError wraps the ClientError

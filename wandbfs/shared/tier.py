@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import BinaryIO, Callable, TypeVar
 
 from wandbfs.shared.lease import Lease, LeaseRecord, current_lease, holder_id
 from wandbfs.shared.stores import TierError, TierStore, open_store
@@ -207,14 +207,18 @@ class SharedTier:
         return self.call(False, self._publish, rel, path, size, md5s)
 
     def _publish(self, rel: str, path: Path, size: int, md5s: dict[int, str]) -> bool:
+        # Opened first and held: a local file evicted meanwhile is an OSError for the caller
+        # (nothing written to the tier), never a store outage.
+        with open(path, "rb", buffering=0) as f:
+            return self._publish_open(rel, f, size, md5s)
+
+    def _publish_open(self, rel: str, f: BinaryIO, size: int, md5s: dict[int, str]) -> bool:
         n = part_count(size)
         digests = dict(md5s)
-        if len(digests) < n:
-            with open(path, "rb", buffering=0) as f:
-                for idx in range(n):
-                    if idx not in digests:
-                        a, b = part_bounds(idx, size)
-                        digests[idx] = md5_hex(_pread_all(f.fileno(), b - a, a))
+        for idx in range(n):
+            if idx not in digests:
+                a, b = part_bounds(idx, size)
+                digests[idx] = md5_hex(_pread_all(f.fileno(), b - a, a))
         self.store.write(self.sums_key(rel), Sums(size, tuple(digests[i] for i in range(n))).encode())
         folder = self.fill_folder(rel)
         present = set(self.store.names(folder))
@@ -222,7 +226,8 @@ class SharedTier:
         composed = (all(f"part.{i}" in present for i in range(n)) and self.store.compose(rel, parts)
                     and self.store.size(rel) == size)
         if not composed:
-            self.store.write_file(rel, path)
+            f.seek(0)
+            self.store.write_file(rel, f, size)
             with self._lock:
                 self.stats.bytes_written += size
         with self._lock:
