@@ -257,9 +257,11 @@ def test_record_decode_of_garbage_is_none(garbage: bytes) -> None:
 def test_record_covers_and_expired() -> None:
     whole = LeaseRecord(0, "h", 100.0, True)
     assert all(whole.covers(i) for i in (0, 1, 57))
-    some = LeaseRecord(0, "h", 100.0, False, frozenset({1, 3}))
-    assert some.covers(1) and some.covers(3)
-    assert not some.covers(0) and not some.covers(2) and not some.covers(4)
+    some = LeaseRecord(0, "h", 100.0, False, frozenset({1, 9}))
+    assert some.covers(1) and some.covers(9)
+    # the two parts after one being fetched: the holder reads up the file, it asks for them next
+    assert some.covers(2) and some.covers(3) and some.covers(10) and some.covers(11)
+    assert not some.covers(0) and not some.covers(4) and not some.covers(8) and not some.covers(12)
     assert not LeaseRecord(0, "h", 100.0, False).covers(0)
     assert some.expired(100.0) and some.expired(101.0) and not some.expired(99.9)
     assert LeaseRecord(0, "h", time.time() - 1, False).expired()
@@ -483,11 +485,11 @@ def test_claims_show_in_the_record(store: Any, leases: Callable[..., Lease]) -> 
     assert a.try_acquire(first_part=2) is True
     rec = other_sees()
     assert rec.parts == frozenset({2}) and not rec.whole
-    assert rec.covers(2) and not rec.covers(5)
+    assert rec.covers(2) and not rec.covers(5) and not rec.covers(1)
     a.claim(5)                              # published at once, not at the next renewal
     rec = other_sees()
     assert rec.parts == frozenset({2, 5})
-    assert rec.covers(5) and not rec.covers(3)
+    assert rec.covers(5) and not rec.covers(8)
     a.unclaim(2)                            # leaves at the next renewal
     assert a.renew() is True
     assert other_sees().parts == frozenset({5})

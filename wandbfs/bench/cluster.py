@@ -129,10 +129,14 @@ class Host:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_output=True, timeout=30)
 
     def log(self) -> str:
-        try:
-            return self.log_file.read_text()
-        except OSError:
-            return ""
+        """What the daemon logged (a foreground daemon logs to stderr)."""
+        out = []
+        for f in (self.log_file, self.root / "mount.err"):
+            try:
+                out.append(f.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "".join(out)
 
 
 def _children(pid: int) -> list[int]:

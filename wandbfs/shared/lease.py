@@ -48,8 +48,10 @@ class LeaseRecord:
     parts: frozenset[int] = frozenset()   # the parts it is fetching now
 
     def covers(self, idx: int) -> bool:
-        """Will the holder publish part ``idx`` (so waiting for it beats fetching it)?"""
-        return self.whole or idx in self.parts
+        """Will the holder publish part ``idx`` (so waiting for it beats fetching it)? Yes
+        when it fetches every part, is fetching this one, or is fetching one of the two
+        before it (a reader going up the file: it asks for this one next)."""
+        return self.whole or any(i in self.parts for i in (idx, idx - 1, idx - 2))
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires
@@ -169,6 +171,14 @@ class Lease:
                 with self._mutex:
                     self._parts.clear()
         if not won:
+            return False
+        back = LeaseRecord.decode(nxt, self.store.read(f"{self.folder}/{PREFIX}{nxt}") or b"")
+        if back is None or back.holder != self.holder:
+            # A store whose create-if-absent is not atomic (two PUTs both passed the check):
+            # the last writer holds it, and it is not us.
+            log.warning("shared cache %s: two hosts created lease %d at once; its create-if-absent is not "
+                        "atomic (this host gives way)", self.store.url, nxt)
+            self.gen = None
             return False
         for old in range(max(0, nxt - 3), nxt):   # the expired ones before it (best effort)
             self.store.delete(f"{self.folder}/{PREFIX}{old}")
