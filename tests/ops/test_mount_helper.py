@@ -72,6 +72,10 @@ def test_translate_options():
     assert translate("none", ["xattrs"], TABLE).mount_args == ["--xattrs"]
     assert translate("none", ["no_xattrs"], TABLE).mount_args == ["--no-xattrs"]
     assert translate("wandbfs", ["defaults"], TABLE).mount_args == []
+    # the cluster's shared cache tier, a bucket or a shared directory
+    assert translate("none", ["shared_cache=s3://tier/wandbfs", "shared_lease_ttl=20"], TABLE).mount_args == [
+        "--shared-cache", "s3://tier/wandbfs", "--shared-lease-ttl", "20"]
+    assert translate("none", ["shared_cache=/shared/wandbfs"], TABLE).mount_args == ["--shared-cache", "/shared/wandbfs"]
     assert all(translate("none", [g], TABLE).mount_args == [] for g in GENERIC_FLAGS)
 
 

@@ -113,13 +113,18 @@ def unmount(mountpoint: Path, force: bool, timeout: float) -> None:
 @click.option("--part-size", default=8, show_default=True, help="MiB per ranged GET.")
 @click.option("--concurrency", default=4, show_default=True, help="Parallel ranged GETs per file.")
 @click.option("--files", "files_at_once", default=4, show_default=True, help="Files downloaded at once.")
+@click.option("--shared-cache", metavar="URL", envvar="WANDBFS_SHARED_CACHE",
+              help="The cluster's shared cache tier (as for mount): files come from it before W&B.")
+@click.option("--shared", is_flag=True,
+              help="Seed the shared cache: publish every file the tier lacks (one node's job prolog).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: int, files_at_once: int,
-             quiet: bool) -> None:
+             shared_cache: str | None, shared: bool, quiet: bool) -> None:
     """Download a version (or a folder or file in it) into the cache before it is read.
 
     TARGET is a registry name (acme/wandb-registry-model/resnet:production) or a path in a
-    wandbfs mount (/mnt/wandb/acme/model/resnet/production/weights).
+    wandbfs mount (/mnt/wandb/acme/model/resnet/production/weights). With --shared, the files
+    also go to the shared cache tier, for every host of the cluster.
     """
     from wandbfs.fill.fetcher import FetchPolicy
     from wandbfs.cli.prefetch_cmd import default_cache, prefetch_with_progress, resolve_target
@@ -130,13 +135,28 @@ def prefetch(target: str, cache_dir: Path | None, part_size: int, concurrency: i
     except ValueError as e:
         click.echo(f"wandbfs: {e}", err=True)
         sys.exit(1)
+    if shared and not shared_cache:
+        raise click.UsageError("--shared needs the tier: --shared-cache URL (or $WANDBFS_SHARED_CACHE)")
+    tier = None
+    if shared_cache:
+        from wandbfs.shared.tier import SharedTier
+
+        try:
+            tier = SharedTier.open(shared_cache)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--shared-cache") from None
     policy = FetchPolicy(part_size=part_size << 20, concurrency=concurrency)
     try:
-        files, total = prefetch_with_progress(tgt, default_cache(cache_dir), policy, files_at_once, "prefetch", quiet)
+        files, total, published = prefetch_with_progress(tgt, default_cache(cache_dir), policy, files_at_once,
+                                                         "prefetch", quiet, tier=tier, share=shared)
     except WandbError as e:
         click.echo(f"wandbfs: {_one_line(str(e))}", err=True)
         sys.exit(1)
-    click.echo(f"wandbfs: {files} files, {total} bytes in the cache")
+    click.echo(f"wandbfs: {files} files, {total} bytes in the cache" +
+               (f"; {published} published to {tier.url}" if shared and tier is not None else ""))
+    if shared and tier is not None and tier.stats.errors:
+        click.echo(f"wandbfs: the shared cache {tier.url} failed {tier.stats.errors} times (see above)", err=True)
+        sys.exit(1)
 
 
 @main.command()

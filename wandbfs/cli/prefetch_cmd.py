@@ -28,6 +28,7 @@ from wandbfs.fill.fetcher import Fetcher, FetchPolicy
 from wandbfs.fill.errors import Unsupported
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.sdk.client import BackendError, NotFound, WandbClient
+from wandbfs.shared.tier import SharedTier
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ Progress = Callable[[int], None]
 
 async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, policy: FetchPolicy,
                    files_at_once: int = 4, on_total: Callable[[int, int], None] | None = None,
-                   progress: Progress | None = None) -> tuple[int, int]:
-    """Fill every file under ``target``; returns (files, bytes) now in the cache.
+                   progress: Progress | None = None, tier: SharedTier | None = None,
+                   share: bool = False) -> tuple[int, int, int]:
+    """Fill every file under ``target``; returns (files, bytes) now in the cache and how
+    many files were published to the shared ``tier`` (``share``: every file it lacks; else
+    only what this process fetched from W&B as the lease holder, as a mount does).
 
     References wandbfs cannot read are skipped (a warning each) and left out of the counts."""
     catalog = Catalog(client)
@@ -62,14 +66,18 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
     errors: list[Exception] = []
     skipped: list[ManifestEntry] = []
     async with trio.open_nursery() as nursery:
-        fetcher = Fetcher(cache, catalog.file_url, policy=policy, nursery=nursery)
+        fetcher = Fetcher(cache, catalog.file_url, policy=policy, nursery=nursery, tier=tier)
+        published: list[ManifestEntry] = []
 
         async def one(entry: ManifestEntry) -> None:
             async with sem:
                 if errors:
                     return  # stop starting new files after the first failure
                 try:
-                    await fetcher.ensure(detail, entry)
+                    if share and await fetcher.share(detail, entry):
+                        published.append(entry)
+                    elif not share:
+                        await fetcher.ensure(detail, entry)
                 except Unsupported as e:
                     log.warning("wandbfs: skipping %s", e)
                     skipped.append(entry)
@@ -90,11 +98,12 @@ async def prefetch(client: WandbClient, target: Target, cache: ObjectCache, poli
     if skipped and len(skipped) == len(entries):
         raise BackendError(f"nothing could be prefetched under {prefix or '/'} in {detail.name}: "
                            f"{len(skipped)} references wandbfs cannot read")
-    return len(entries) - len(skipped), total - sum(e.size for e in skipped)
+    return len(entries) - len(skipped), total - sum(e.size for e in skipped), len(published)
 
 
 def prefetch_with_progress(target: Target, cache: ObjectCache, policy: FetchPolicy, files_at_once: int,
-                           label: str, quiet: bool) -> tuple[int, int]:
+                           label: str, quiet: bool, tier: SharedTier | None = None,
+                           share: bool = False) -> tuple[int, int, int]:
     """``prefetch`` from a command: its own trio run, a progress bar on stderr unless ``quiet``."""
     import sys
 
@@ -111,7 +120,8 @@ def prefetch_with_progress(target: Target, cache: ObjectCache, policy: FetchPoli
         if bar:
             bar[0].update(n)
     try:
-        return trio.run(lambda: prefetch(WandbClient(), target, cache, policy, files_at_once, on_total, progress))
+        return trio.run(lambda: prefetch(WandbClient(), target, cache, policy, files_at_once, on_total, progress,
+                                         tier, share))
     finally:
         if bar:
             bar[0].__exit__(None, None, None)
