@@ -13,6 +13,10 @@
 #   WANDBFS_PREFETCH   names to prefetch, comma-separated (overrides the job comment)
 #   WANDBFS_TIMEOUT    seconds for all prefetches together (default 600)
 #   WANDBFS_BIN        the wandbfs command (default: wandbfs on PATH)
+#   WANDBFS_SHARED_CACHE  the cluster's shared cache tier (s3://bucket/prefix or a shared
+#                      directory; the nodes' mounts use the same shared_cache=): every node
+#                      prefetches through it, so the job pulls each file from W&B once, and
+#                      the job's first node also publishes what the tier lacks (--shared)
 #
 # A prolog that exits non-zero drains the node and requeues the job, so a failed prefetch
 # is logged and the prolog still exits 0: the job then reads through the mount, only slower.
@@ -52,6 +56,20 @@ if [ -r "$WANDBFS_ENV_FILE" ]; then
     set +a
 fi
 
+# Through the shared tier, if there is one; the job's first node seeds it.
+shared=()
+if [ -n "${WANDBFS_SHARED_CACHE:-}" ]; then
+    shared=(--shared-cache "$WANDBFS_SHARED_CACHE")
+    first=${SLURM_JOB_NODELIST:-}
+    if [ -n "$first" ] && command -v scontrol >/dev/null 2>&1; then
+        first=$(scontrol show hostnames "$first" 2>/dev/null | head -n 1)
+    else
+        first=${first%%,*}
+    fi
+    node=${SLURMD_NODENAME:-$(hostname -s)}
+    [ -z "$first" ] || [ "$first" = "$node" ] && shared+=(--shared)
+fi
+
 deadline=$(( $(date +%s) + WANDBFS_TIMEOUT ))
 IFS=',' read -r -a targets <<< "$names"
 failed=0
@@ -64,7 +82,7 @@ for name in "${targets[@]}"; do
         failed=1
         continue
     fi
-    if out=$(timeout "$left" "$WANDBFS_BIN" prefetch -q --cache-dir "$WANDBFS_CACHE_DIR" "$name" 2>&1); then
+    if out=$(timeout "$left" "$WANDBFS_BIN" prefetch -q --cache-dir "$WANDBFS_CACHE_DIR" "${shared[@]}" "$name" 2>&1); then
         log "prefetched $name: ${out##*wandbfs: }"
     else
         log "prefetch of $name failed (the job will read it over the network): ${out//$'\n'/ }"

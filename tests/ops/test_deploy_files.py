@@ -182,6 +182,27 @@ def test_prolog_prefetches_what_the_job_comment_names(emu, tmp_path, fresh_cache
     assert len(list((fresh_cache / "artifacts/obj/md5").glob("*/*"))) == 5  # the SDK's cache layout
 
 
+def test_prolog_seeds_the_shared_tier_on_the_jobs_first_node(emu, tmp_path, fresh_cache):
+    tier = tmp_path / "tier"
+    tier.mkdir()
+    env = _prolog_env(tmp_path, emu.url, fresh_cache)
+    env.update(WANDBFS_PREFETCH="acme/wandb-registry-model/bert-base:production", WANDBFS_SHARED_CACHE=str(tier),
+               SLURM_JOB_NODELIST="n1,n2", SLURMD_NODENAME="n1")
+    r = subprocess.run(["bash", str(PROLOG)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "3 files" in r.stderr and "published to" in r.stderr, r.stderr
+    assert len(list((tier / "obj/md5").glob("*/*"))) == 3
+    # the second node reads them from the tier, with W&B storage refusing every blob
+    other = tmp_path / "n2-cache"
+    env.update(WANDBFS_CACHE_DIR=str(other), SLURMD_NODENAME="n2")
+    emu.log.clear()
+    emu.faults.set([{"route": "blob", "status": 403}])
+    r = subprocess.run(["bash", str(PROLOG)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "prefetched acme/wandb-registry-model/bert-base:production: 3 files" in r.stderr, r.stderr
+    assert "published" not in r.stderr        # not the first node: it only reads through the tier
+    assert len(list((other / "artifacts/obj/md5").glob("*/*"))) == 3
+
+
 def test_prolog_never_fails_the_job(emu, tmp_path, fresh_cache):
     env = _prolog_env(tmp_path, emu.url, fresh_cache)
     env["WANDBFS_PREFETCH"] = "acme/wandb-registry-model/no-such-collection:v0"

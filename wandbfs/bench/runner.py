@@ -16,14 +16,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from wandbfs.bench import cases, huge, partial
+from wandbfs.bench import cases, huge, partial, shared
 from wandbfs.bench.data import DataSpec, Dataset, build, mirror_tree
 from wandbfs.bench.infra import (MiB, Cleanup, WrongBytes, EmulatorProc, Link, Nginx, PageCache, RcloneMount, WandbfsMount,
                     hermetic_env, machine, rmtree, sha256_file)
 from wandbfs.bench.netns import WanLink, WanUnavailable
 from wandbfs.bench.report import Row, markdown, table, to_json
 
-ALL_CASES = ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
+ALL_CASES = ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11", "R12"]
 
 
 def parse_size(s: str) -> int:
@@ -312,7 +312,7 @@ class Bench:
         fns = {"R1": cases.r1_warm_reread, "R2": cases.r2_cold_read, "R3": cases.r3_vs_sdk,
                "R4": cases.r4_first_byte, "R5": cases.r5_metadata, "R6": cases.r6_misses,
                "R7": cases.r7_rclone, "R8": cases.r8_memory, "R9": cases.r9_cached_vs_sdk,
-               "R10": partial.r10_partial_reads, "R11": huge.r11_huge_version}
+               "R10": partial.r10_partial_reads, "R11": huge.r11_huge_version, "R12": shared.r12_shared_tier}
         for c in self.args.cases:
             t0 = time.monotonic()
             self.progress(f"--- {c} ---")

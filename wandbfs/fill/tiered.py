@@ -31,7 +31,7 @@ from wandbfs.fill.errors import FetchError
 from wandbfs.fill.getter import FetchStats, Getter, Sink, deliver
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.shared.lease import Lease
-from wandbfs.shared.tier import PART, SharedTier, Sums, md5_hex, part_bounds
+from wandbfs.shared.tier import PART, SharedTier, Sums, part_bounds
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ class TieredGetter:
         self.whole = whole
         self.cancelled = cancelled
         self.stats = stats
-        self.md5s: dict[int, str] = {}
+        self.done: set[int] = set()        # parts delivered to the fill
         self.lease: Lease | None = None
+        self._seen: tuple[float, object] | None = None   # the last lease read, and when
         self._lock = threading.Lock()
         self._inflight: dict[int, threading.Event] = {}
         self._warned_wait = False
@@ -72,7 +73,7 @@ class TieredGetter:
         """Part ``idx`` into the sink, once per fill however many workers ask for it."""
         while True:
             with self._lock:
-                if idx in self.md5s:
+                if idx in self.done:
                     return
                 ev = self._inflight.get(idx)
                 mine = ev is None
@@ -98,7 +99,7 @@ class TieredGetter:
             deliver(self.entry, sink, a, data)
             self.stats.bytes_from_shared += len(data)
             with self._lock:
-                self.md5s[idx] = md5_hex(data)
+                self.done.add(idx)
             return
         buf = bytearray(b - a)
         got = [0]
@@ -115,7 +116,7 @@ class TieredGetter:
             if got[0] < b - a:   # stopped early (the fill was cancelled): nothing to publish
                 raise FetchError(f"{self.entry.path}: the download was stopped")
             with self._lock:
-                self.md5s[idx] = md5_hex(buf)
+                self.done.add(idx)
             self.tier.put_part(self.rel, idx, bytes(buf))
         finally:
             if lease is not None:
@@ -134,6 +135,7 @@ class TieredGetter:
         deadline = time.monotonic() + tier.wait_limit
         delay = self.POLL_MIN
         waited = False
+        looked = 0.0
         while tier.available():
             data = tier.fill_part(self.rel, idx, b - a)
             if data is not None:
@@ -141,23 +143,26 @@ class TieredGetter:
             if self.lease is not None and self.lease.held:
                 self.lease.note_whole()
                 return None
-            cur = tier.current_lease(self.rel)
+            cur = self._lease_state(fresh=not waited)
             if cur is False:
                 return None
-            rec = cur[1] if cur else None
+            rec = cur[1] if cur else None   # type: ignore[index]
             if rec is None or rec.expired():
                 if self._acquire(idx):
                     return None
+                self._seen = None
                 continue   # another host took it just now: look again
             if not rec.covers(idx):
                 return None
-            sums = tier.lookup(self.rel, self.size)   # the holder may have finished meanwhile
-            if sums is not None:
-                self.sums = sums
-                data = tier.object_part(self.rel, sums, idx)
-                if data is not None:
-                    return data
-                self.sums = None
+            if time.monotonic() - looked >= self.LOOKUP_EVERY:   # the holder may have finished meanwhile
+                looked = time.monotonic()
+                sums = tier.lookup(self.rel, self.size)
+                if sums is not None:
+                    self.sums = sums
+                    data = tier.object_part(self.rel, sums, idx)
+                    if data is not None:
+                        return data
+                    self.sums = None
             if self.cancelled():
                 raise FetchError(f"{self.entry.path}: the download was stopped")
             if time.monotonic() >= deadline:
@@ -172,6 +177,20 @@ class TieredGetter:
             time.sleep(delay)
             delay = min(delay * 2, self.POLL_MAX)
         return None
+
+    LEASE_FRESH = 0.5
+    LOOKUP_EVERY = 1.0
+
+    def _lease_state(self, fresh: bool) -> object:
+        """The lease in force (``tier.current_lease``), read again at most every
+        ``LEASE_FRESH`` seconds by this fill's waiting workers (each poll is requests)."""
+        now = time.monotonic()
+        seen = self._seen
+        if not fresh and seen is not None and now - seen[0] < self.LEASE_FRESH:
+            return seen[1]
+        cur = self.tier.current_lease(self.rel)
+        self._seen = (now, cur)
+        return cur
 
     def _acquire(self, first_part: int | None = None) -> bool:
         if self.lease is None:
@@ -196,7 +215,7 @@ class TieredGetter:
                     held = cur is not False and (rec is None or rec.expired()) and self._acquire()
                 if held and self.tier.lookup(self.rel, self.size) is None:
                     try:
-                        self.tier.publish(self.rel, path, self.size, dict(self.md5s))
+                        self.tier.publish(self.rel, path, self.size, {})
                     except OSError as e:   # evicted here meanwhile: someone else publishes it
                         log.info("%s: not published to the shared cache (%s)", self.entry.path, e)
         finally:
