@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import random
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.fs.conftest import blob_gets, daemon_env
+from tests.shared.conftest import endpoint_env
 from tests.helpers import wait_for
 from wandbfs.bench.cluster import Cluster, Host, WanUnavailable
 from wandbfs.emulator.seed import publish
@@ -28,25 +28,17 @@ pytestmark = [pytest.mark.fuse, pytest.mark.timeout(300)]
 
 MiB = 1 << 20
 BUCKET = "wandbfs-tier"
-AWS_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="module")
-def moto_all() -> Iterator[tuple[int, Any]]:
-    """moto's S3 server on every address (the hosts reach it over their fast veth)."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
+def moto_all(moto_port: int) -> tuple[int, Any]:
+    """The session's S3 server (on every address: the hosts reach it over their fast veth)."""
+    import boto3
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="0.0.0.0", port=0, verbose=False)
-    server.start()
-    port = server.get_host_and_port()[1]
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **{
-        "aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"})
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
-    yield port, client
-    server.stop()
+    return moto_port, client
 
 
 class Tier:
@@ -65,7 +57,7 @@ class Tier:
         if self.kind != "s3":
             return {}
         assert self.moto is not None
-        return dict(AWS_KEYS, AWS_ENDPOINT_URL=cluster.s3_endpoint(host, self.moto[0]))
+        return endpoint_env(cluster.s3_endpoint(host, self.moto[0]))
 
     def keys(self) -> list[str]:
         if self.kind == "s3":

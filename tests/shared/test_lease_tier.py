@@ -30,36 +30,7 @@ MiB = 1 << 20
 S3_PREFIX = "some/prefix"
 TIER_LOG = "wandbfs.shared.tier"
 
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-# ---- fixtures -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 (a free port); the AWS variables are in os.environ
-    for this module's tests and restored afterwards."""
-    pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    env = dict(AWS_ENV, AWS_ENDPOINT_URL=url, AWS_ENDPOINT_URL_S3=url)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield url
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
-
+# ---- fixtures (moto's server: conftest.py) ----------------------------------------------
 
 @pytest.fixture
 def bucket(s3_endpoint: str) -> str:

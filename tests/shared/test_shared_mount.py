@@ -8,12 +8,12 @@ import json
 import random
 import socket
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.fs.conftest import blob_gets, run_cli
 from tests.helpers import wait_for
+from tests.shared.conftest import endpoint_env
 from wandbfs.emulator.seed import publish
 
 pytestmark = [pytest.mark.fuse, pytest.mark.timeout(180)]
@@ -68,8 +68,7 @@ def test_an_unreachable_tier_falls_back_to_wandb_with_one_log_line(emu, mount, m
     with socket.socket() as s:       # a port nothing listens on: connection refused at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(mount_env, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    env = dict(mount_env, **endpoint_env(f"http://127.0.0.1:{port}"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         metrics_port = probe.getsockname()[1]

@@ -55,8 +55,17 @@ def _graph() -> dict[str, set[str]]:
 def test_at_most_six_modules_at_the_top_and_every_mechanism_a_subpackage():
     top = [p.name for p in PKG.glob("*.py")]
     assert len(top) <= 6, top
-    for part in ("model", "sdk", "catalog", "cache", "fill", "fuse", "lineage", "daemon", "cli", "emulator"):
+    for part in ("model", "sdk", "catalog", "cache", "fill", "fuse", "lineage", "daemon", "cli", "emulator", "shared"):
         assert (PKG / part / "__init__.py").is_file(), part
+
+
+def test_the_shared_tier_stands_alone():
+    """``shared/`` (the cluster's cache tier) knows only its store: the fill engine uses it,
+    never the other way round, so it can be read and tested without a mount."""
+    graph = _graph()
+    for m, deps in graph.items():
+        if m.startswith("wandbfs.shared"):
+            assert all(d.startswith("wandbfs.shared") for d in deps), (m, deps)
 
 
 def test_no_import_cycle_between_modules():

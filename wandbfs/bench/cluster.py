@@ -15,7 +15,6 @@ daemon's W&B traffic goes over its host's WAN link and its tier traffic over the
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from wandbfs.bench.netns import WanUnavailable, _ip
+from wandbfs.bench.netns import WanUnavailable, _ip, start_delay_proxy, stop_process
 from wandbfs.daemon.mounttab import is_mounted
 
 __all__ = ["Cluster", "Host", "WanUnavailable"]
@@ -157,7 +156,6 @@ class Cluster:
         self.rate = rate
         self.hosts = [Host(i, work / f"h{i}", f"10.240.{i}.1", f"10.241.{i}.1") for i in range(n)]
         self.proxy: subprocess.Popen | None = None
-        self._made: list[str] = []
 
     def up(self, emulator_port: int, base_env: Mapping[str, str]) -> "Cluster":
         if os.geteuid() != 0:
@@ -183,7 +181,6 @@ class Cluster:
         for dev in (f"wfw{i}a", f"wfl{i}a"):
             _ip("link", "del", dev, check=False)
         _ip("netns", "add", h.ns)
-        self._made.append(h.ns)
         for kind, net in (("w", 240), ("l", 241)):
             a, b = f"wf{kind}{i}a", f"wf{kind}{i}b"
             _ip("link", "add", a, "type", "veth", "peer", "name", b, "netns", h.ns)
@@ -199,14 +196,7 @@ class Cluster:
 
     def _start_proxy(self, emulator_port: int) -> None:
         maps = [f"{h.wan_ip}:0=127.0.0.1:{emulator_port}" for h in self.hosts]
-        cmd = [sys.executable, "-m", "wandbfs.bench.proxy", "--delay-ms", str(self.rtt_ms / 2)]
-        for m in maps:
-            cmd += ["--map", m]
-        self.proxy = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
-        line = self.proxy.stdout.readline() if self.proxy.stdout else ""
-        if not line:
-            raise WanUnavailable("the delaying proxy did not start")
-        ports = json.loads(line)
+        self.proxy, ports = start_delay_proxy(maps, self.rtt_ms)
         for h, m in zip(self.hosts, maps):
             h.env["WANDB_BASE_URL"] = f"http://{h.wan_ip}:{ports[m]}"
 
@@ -217,17 +207,9 @@ class Cluster:
     def down(self) -> None:
         for h in self.hosts:
             h.stop()
-        if self.proxy is not None:
-            if self.proxy.poll() is None:
-                self.proxy.terminate()
-                try:
-                    self.proxy.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proxy.kill()
-                    self.proxy.wait(5)
-            self.proxy = None
+        stop_process(self.proxy)
+        self.proxy = None
         for h in self.hosts:
             _ip("link", "del", f"wfw{h.index}a", check=False)
             _ip("link", "del", f"wfl{h.index}a", check=False)
             _ip("netns", "del", h.ns, check=False)
-        self._made.clear()

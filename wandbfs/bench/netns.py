@@ -52,6 +52,31 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 _pid_alive = process_alive
 
 
+def start_delay_proxy(maps: list[str], rtt_ms: float) -> tuple[subprocess.Popen, dict[str, int]]:
+    """``proxy.py`` for ``maps`` (``listen_ip:0=target``), half the round trip each way;
+    returns the process and each map's listening port."""
+    cmd = [sys.executable, "-m", "wandbfs.bench.proxy", "--delay-ms", str(rtt_ms / 2)]
+    for m in maps:
+        cmd += ["--map", m]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line:
+        stop_process(proc)
+        raise WanUnavailable("the delaying proxy did not start")
+    return proc, json.loads(line)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 @dataclass
 class WanLink:
     rtt_ms: float = 20.0
@@ -122,26 +147,12 @@ class WanLink:
     def start_proxy(self, targets: dict[str, str]) -> dict[str, str]:
         """Listen on the root side of the veth for each ``name: host:port``; returns name: URL."""
         maps = [f"{HOST_IP}:0={t}" for t in targets.values()]
-        cmd = [sys.executable, "-m", "wandbfs.bench.proxy", "--delay-ms", str(self.rtt_ms / 2)]
-        for m in maps:
-            cmd += ["--map", m]
-        self.proxy = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
-        line = self.proxy.stdout.readline() if self.proxy.stdout else ""
-        if not line:
-            raise WanUnavailable("the delaying proxy did not start")
-        ports = json.loads(line)
+        self.proxy, ports = start_delay_proxy(maps, self.rtt_ms)
         return {name: f"http://{HOST_IP}:{ports[m]}" for name, m in zip(targets, maps)}
 
     def down(self) -> None:
-        if self.proxy is not None:
-            if self.proxy.poll() is None:
-                self.proxy.terminate()
-                try:
-                    self.proxy.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proxy.kill()
-                    self.proxy.wait(5)
-            self.proxy = None
+        stop_process(self.proxy)
+        self.proxy = None
         if self._up:
             self._remove()
             self._up = False

@@ -121,7 +121,8 @@ def _round(b: "Bench", work: Path, n: int, tier: str | None, moto: _Moto | None)
             url = str(work / "tier")
         for h in c.hosts:
             if tier == "s3" and moto is not None:
-                h.env.update(AWS, AWS_ENDPOINT_URL=c.s3_endpoint(h, moto.port))
+                url_s3 = c.s3_endpoint(h, moto.port)
+                h.env.update(AWS, AWS_ENDPOINT_URL=url_s3, AWS_ENDPOINT_URL_S3=url_s3)
             h.mount(*opts, *(["--shared-cache", url] if url else []))
         rel = "acme/bench/bundle/v0/model.bin"
         paths = [h.mountpoint / rel for h in c.hosts]

@@ -240,6 +240,17 @@ class Fetcher:
     def close(self) -> None:
         self._http.clear()
 
+    def tier_status(self) -> dict[str, Any]:
+        """The shared tier's part of ``wandbfs status``: what came from it, what was published."""
+        tier = self.tier
+        if tier is None:
+            return {"shared_cache": None}
+        t = tier.stats
+        return {"shared_cache": tier.url, "shared_cache_up": tier.available(),
+                "bytes_from_shared": self.stats.bytes_from_shared, "bytes_to_shared": t.bytes_written,
+                "shared_published": t.published, "shared_bad_objects": t.bad_objects, "shared_waits": t.waits,
+                "shared_errors": t.errors}
+
     # ---- internals -------------------------------------------------------------------
     async def _start(self, detail: VersionDetail, entry: ManifestEntry, key: Path,
                      limiter: trio.CapacityLimiter) -> Path | FillItem | UncachedStream:

@@ -376,19 +376,8 @@ class WandbFS(pyfuse3.Operations):
                                       else round(trio.current_time() - self.catalog.offline_since, 1)),
             "lineage_recorded": lin.recorded if lin else None, "lineage_pending": lin.pending if lin else None,
             "errors": dict(self.errors), "open_files": self.handles.open_files,
-            **self._shared_status(),
+            **self.fetcher.tier_status(),
         }
-
-    def _shared_status(self) -> dict[str, Any]:
-        """The shared tier's part of the status: where fetched bytes came from, what was published."""
-        tier = self.fetcher.tier
-        if tier is None:
-            return {"shared_cache": None}
-        t = tier.stats
-        return {"shared_cache": tier.url, "shared_cache_up": tier.available(),
-                "bytes_from_shared": self.fetcher.stats.bytes_from_shared, "bytes_to_shared": t.bytes_written,
-                "shared_published": t.published, "shared_bad_objects": t.bad_objects, "shared_waits": t.waits,
-                "shared_errors": t.errors}
 
     # Every way of changing the tree is refused: the Registry is read through, never written.
     setattr = _erofs("setattr")
