@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -53,3 +55,36 @@ def s3_endpoint(moto_port: int) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+S3_PREFIX = "some/prefix"
+
+
+@pytest.fixture
+def s3_client(s3_endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    """A new, empty bucket."""
+    name = f"tier-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["dir", "s3"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A tier store of each kind: a directory, or a bucket and prefix on moto."""
+    from wandbfs.shared.stores import DirStore, S3Store
+
+    if kind == "dir":
+        return DirStore(tmp_path / "tier")
+    return S3Store(request.getfixturevalue("bucket"), S3_PREFIX, timeout=10.0)

@@ -229,16 +229,23 @@ def _read_quietly(path: Path) -> None:
         pass    # its daemon was killed under it
 
 
-def test_a_new_host_reads_from_the_tier_alone_when_wandb_storage_refuses(emu, cluster, tier):
-    data = random.Random(11).randbytes(20 * MiB + 5)
-    coll = f"shared-alone-{tier.kind}"
-    publish(emu.store, "acme", "model", coll, {"w.bin": data})
+def published_by_another_host(cluster: Callable[..., Cluster], tier: Tier, coll: str, data: bytes) -> tuple[Cluster, Host]:
+    """Two hosts: the first reads ``w.bin`` of ``coll`` (and publishes it); the second, started
+    afterwards with an empty cache, is returned."""
     c = cluster(2)
     first, second = c.hosts
     start_hosts(c, tier, [first])
     assert (first.mountpoint / f"acme/model/{coll}/v0/w.bin").read_bytes() == data
     wait_for(lambda: published(tier, data), timeout=60, what="the object in the tier")
     start_hosts(c, tier, [second])
+    return c, second
+
+
+def test_a_new_host_reads_from_the_tier_alone_when_wandb_storage_refuses(emu, cluster, tier):
+    data = random.Random(11).randbytes(20 * MiB + 5)
+    coll = f"shared-alone-{tier.kind}"
+    publish(emu.store, "acme", "model", coll, {"w.bin": data})
+    c, second = published_by_another_host(cluster, tier, coll, data)
     path = second.mountpoint / f"acme/model/{coll}/v0/w.bin"
     os.stat(path)
     emu.log.clear()
@@ -254,11 +261,7 @@ def test_a_damaged_object_in_the_tier_is_not_served_and_is_replaced(emu, cluster
     data = random.Random(13).randbytes(24 * MiB + 9)
     coll = f"shared-damage-{tier.kind}-{damage}"
     publish(emu.store, "acme", "model", coll, {"w.bin": data})
-    c = cluster(2)
-    first, second = c.hosts
-    start_hosts(c, tier, [first])
-    assert (first.mountpoint / f"acme/model/{coll}/v0/w.bin").read_bytes() == data
-    wait_for(lambda: published(tier, data), timeout=60, what="the object in the tier")
+    c, second = published_by_another_host(cluster, tier, coll, data)
     key = object_key(data)
     bad = bytearray(data)
     if damage == "corrupt":
@@ -266,7 +269,6 @@ def test_a_damaged_object_in_the_tier_is_not_served_and_is_replaced(emu, cluster
     else:
         del bad[len(bad) // 2:]
     tier.put(key, bytes(bad))
-    start_hosts(c, tier, [second])
     path = second.mountpoint / f"acme/model/{coll}/v0/w.bin"
     with open(path, "rb") as f:
         assert f.read() == data, "a damaged shared object must not reach a reader"

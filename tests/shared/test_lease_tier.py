@@ -14,7 +14,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,31 +26,10 @@ from wandbfs.shared.stores import DirStore, S3Store, TierError
 from wandbfs.shared.tier import PART, SharedTier, Sums, part_bounds, part_count
 
 MiB = 1 << 20
-S3_PREFIX = "some/prefix"
+from tests.shared.conftest import S3_PREFIX
 TIER_LOG = "wandbfs.shared.tier"
 
 # ---- fixtures (moto's server: conftest.py) ----------------------------------------------
-
-@pytest.fixture
-def bucket(s3_endpoint: str) -> str:
-    import boto3
-
-    name = f"tier-{uuid.uuid4().hex[:16]}"
-    boto3.client("s3").create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture(params=["dir", "s3"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    if kind == "dir":
-        return DirStore(tmp_path / "tier")
-    return S3Store(request.getfixturevalue("bucket"), S3_PREFIX, timeout=10.0)
-
 
 @pytest.fixture
 def leases() -> Iterator[Callable[..., Lease]]:

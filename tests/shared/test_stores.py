@@ -21,35 +21,9 @@ import pytest
 from wandbfs.shared.stores import DirStore, S3Store, TierError, open_store
 
 MiB = 1 << 20
-PREFIX = "some/prefix"
+from tests.shared.conftest import S3_PREFIX as PREFIX
 
 # ---- fixtures (moto's server: conftest.py) ----------------------------------------------
-
-@pytest.fixture
-def s3_client(s3_endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client("s3")
-
-
-@pytest.fixture
-def bucket(s3_client: Any) -> str:
-    name = f"tier-{uuid.uuid4().hex[:16]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture(params=["dir", "s3"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    if kind == "dir":
-        return DirStore(tmp_path / "tier")
-    return S3Store(request.getfixturevalue("bucket"), PREFIX, timeout=10.0)
-
 
 def temp_files(store: Any) -> list[str]:
     """Every temp file a DirStore left anywhere under its root (none for S3)."""
