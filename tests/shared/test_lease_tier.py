@@ -146,7 +146,7 @@ class FakeStore:
     def delete(self, key: str) -> None:
         return self._op("delete", key)
 
-    def compose(self, key: str, parts: list[str]) -> bool:
+    def compose(self, key: str, parts: list[tuple[str, int]]) -> bool:
         return self._op("compose", key, parts)
 
 
@@ -373,7 +373,7 @@ def test_takeover_after_expiry(store: Any, leases: Callable[..., Lease]) -> None
 
 @pytest.mark.timeout(60)
 def test_renewal_thread_keeps_the_lease_alive(store: Any, leases: Callable[..., Lease]) -> None:
-    ttl = 1.0
+    ttl = 2.0    # renewed every ttl/3: room for a loaded machine
     folder = "wandbfs/fill/md5/ab/renew"
     a = leases(store, folder, ttl, "host-a:1:aaaa")
     b = leases(store, folder, ttl, "host-b:1:bbbb")
@@ -657,6 +657,7 @@ def test_a_bad_fill_part_composed_is_caught_on_read(bucket: str, objects: dict) 
     put_all_parts(tier, rel, data)
     bad = bytearray(data[PART:2 * PART])
     bad[100] ^= 0xFF
+    tier.drop_part(rel, 1)               # parts are created, never replaced: replace it by hand
     tier.put_part(rel, 1, bytes(bad))
     assert tier.publish(rel, path, len(data), {}) is True
     sums = tier.lookup(rel, len(data))
@@ -677,14 +678,21 @@ def test_put_and_fill_part(store: Any, caplog: pytest.LogCaptureFixture) -> None
     part = random.Random(5).randbytes(100_000)
     assert tier.fill_part(rel, 0, len(part)) is None
     tier.put_part(rel, 0, part)
+    tier.put_part(rel, 0, b"other bytes")   # a part is created once: the first stays
     assert tier.stats.bytes_written == len(part)
     assert store.names(tier.fill_folder(rel)) == ["part.0"]
     assert tier.fill_part(rel, 0, len(part)) == part
     assert tier.stats.bytes_read == len(part)
-    # a part of the wrong length is ignored and removed
-    assert tier.fill_part(rel, 0, len(part) + 1) is None
-    assert store.names(tier.fill_folder(rel)) == []
+    # a part of the wrong length is not used: the reader fetches it from W&B
+    assert tier.fill_part(rel, 0, len(part) + 1) is SharedTier.BAD
     assert any("part.0" in r.getMessage() for r in tier_warnings(caplog))
+    # nor is one damaged in the store (its md5 travels with it), and the store is not "down"
+    key = f"{tier.fill_folder(rel)}/part.0"
+    raw = bytearray(store.read(key))
+    raw[500] ^= 1
+    store.write(key, bytes(raw))
+    assert tier.fill_part(rel, 0, len(part)) is SharedTier.BAD
+    assert any("fails its md5" in r.getMessage() for r in tier_warnings(caplog))
     assert tier.stats.bytes_read == len(part)
     assert tier.available()
 

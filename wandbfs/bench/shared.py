@@ -148,6 +148,11 @@ def _round(b: "Bench", work: Path, n: int, tier: str | None, moto: _Moto | None)
                 "holder": holder, "pulled": pulled}
     finally:
         c.down()
+        logs = b.work / "r12-logs" / f"{tier or 'alone'}-{n}"   # the last round's daemon logs, for a miss
+        rmtree(logs)
+        logs.mkdir(parents=True)
+        for h in c.hosts:
+            (logs / f"{h.name}.log").write_text(h.log())
         rmtree(work)
 
 

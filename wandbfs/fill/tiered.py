@@ -138,6 +138,9 @@ class TieredGetter:
         looked = 0.0
         while tier.available():
             data = tier.fill_part(self.rel, idx, b - a)
+            if data is tier.BAD:   # damaged in the tier: fetch it here and publish it again
+                tier.drop_part(self.rel, idx)
+                return None
             if data is not None:
                 return data
             if self.lease is not None and self.lease.held:
@@ -148,7 +151,7 @@ class TieredGetter:
                 return None
             rec = cur[1] if cur else None   # type: ignore[index]
             if rec is None or rec.expired():
-                if self._acquire(idx):
+                if self._acquire(idx, cur):
                     return None
                 self._seen = None
                 continue   # another host took it just now: look again
@@ -192,10 +195,10 @@ class TieredGetter:
         self._seen = (now, cur)
         return cur
 
-    def _acquire(self, first_part: int | None = None) -> bool:
+    def _acquire(self, first_part: int | None = None, seen: object = False) -> bool:
         if self.lease is None:
             self.lease = self.tier.lease(self.rel, self.whole)
-        return self.tier.call(False, self.lease.try_acquire, first_part)
+        return self.tier.call(False, self.lease.try_acquire, first_part, seen)
 
     # ---- after the fill -------------------------------------------------------------------
     def finish(self, path: Path | None, bad: bool) -> None:

@@ -140,11 +140,15 @@ class Lease:
         with self._mutex:
             self._parts.discard(idx)
 
-    def try_acquire(self, first_part: int | None = None) -> bool:
-        """Take the lease if nobody holds a live one (claiming ``first_part``); ``True`` when it is ours."""
+    def try_acquire(self, first_part: int | None = None,
+                    seen: tuple[int, LeaseRecord | None] | None | bool = False) -> bool:
+        """Take the lease if nobody holds a live one (claiming ``first_part``); ``True`` when it is ours.
+        ``seen``: the lease in force as the caller just read it (saves reading it again; the
+        create-if-absent decides anyway)."""
         if self.held:
             return True
-        cur = current_lease(self.store, self.folder)
+        cur = current_lease(self.store, self.folder) if seen is False else seen
+        assert cur is not True
         if cur is not None:
             gen, rec = cur
             if rec is not None and not rec.expired():

@@ -10,11 +10,12 @@ that are ``/``-separated paths under the tier's root (``obj/md5/ab/cdef…``):
   directory writes a temp file beside the key and renames it, so no reader ever sees half);
 * ``create``: atomic create-if-absent, the one primitive the lease needs (S3
   ``If-None-Match: *``; a directory ``link(2)`` of a temp file, the classic NFS lock);
-* ``delete``; ``compose`` (S3 only: the final object built server-side from its published
-  parts, ``UploadPartCopy``, no byte sent again).
+* ``delete``; ``compose`` (S3 only: the final object built server-side from the first
+  bytes of each published part, ``UploadPartCopy`` with a source range, no byte sent again).
 
 Every failure to reach or use the store is ``TierError`` (the tier counts it as the store
-being down and falls back to W&B); an absent key is not a failure.
+being down and falls back to W&B); an absent key is not a failure. ``BadData`` (a read whose
+bytes failed the store's own checksum) is not an outage: that one read is worth nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class TierError(Exception):
     """The shared store could not be reached or refused the operation (the message says which)."""
 
 
+class BadData(TierError):
+    """The store answered, but the bytes failed its own checksum (boto3's response check)."""
+
+
 class TierStore(Protocol):
     url: str
 
@@ -43,7 +48,7 @@ class TierStore(Protocol):
     def write_file(self, key: str, src: BinaryIO, size: int) -> None: ...
     def create(self, key: str, data: bytes) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def compose(self, key: str, parts: list[str]) -> bool: ...
+    def compose(self, key: str, parts: list[tuple[str, int]]) -> bool: ...
 
 
 def open_store(url: str, *, timeout: float = 10.0) -> TierStore:
@@ -173,7 +178,7 @@ class DirStore:
         except OSError as e:
             raise TierError(f"{self.url}: removing {key}: {e.strerror or e}") from e
 
-    def compose(self, key: str, parts: list[str]) -> bool:
+    def compose(self, key: str, parts: list[tuple[str, int]]) -> bool:
         return False   # the caller copies its verified local file instead
 
 
@@ -227,9 +232,10 @@ class S3Store:
         self._client: Any = boto3.session.Session().client("s3", config=config)
         self._transfer = TransferConfig(multipart_threshold=self.MULTIPART, multipart_chunksize=self.MULTIPART,
                                         max_concurrency=4, use_threads=True)
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
         self._errors = (BotoCoreError, ClientError, OSError)
+        self._bad_data = FlexibleChecksumError
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -256,6 +262,8 @@ class S3Store:
         except self._errors as e:
             if self._code(e) in ("NoSuchKey", "404", "InvalidRange"):
                 return None if self._code(e) != "InvalidRange" else b""
+            if isinstance(e, self._bad_data):
+                raise BadData(f"{self.url}: reading {key}: {e}") from e
             raise self._fail("reading", key, e) from e
 
     def size(self, key: str) -> int | None:
@@ -311,8 +319,9 @@ class S3Store:
                 return
             raise self._fail("removing", key, e) from e
 
-    def compose(self, key: str, parts: list[str]) -> bool:
-        """Build ``key`` from ``parts`` (each at least 5 MiB but the last) on the server."""
+    def compose(self, key: str, parts: list[tuple[str, int]]) -> bool:
+        """Build ``key`` on the server from the first ``n`` bytes of each ``(part, n)`` (each at
+        least 5 MiB but the last)."""
         target = self._key(key)
         try:
             upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=target)["UploadId"]
@@ -320,9 +329,10 @@ class S3Store:
             raise self._fail("composing", key, e) from e
         try:
             done = []
-            for n, part in enumerate(parts, 1):
+            for n, (part, length) in enumerate(parts, 1):
                 r = self._client.upload_part_copy(Bucket=self.bucket, Key=target, UploadId=upload, PartNumber=n,
-                                                  CopySource={"Bucket": self.bucket, "Key": self._key(part)})
+                                                  CopySource={"Bucket": self.bucket, "Key": self._key(part)},
+                                                  CopySourceRange=f"bytes=0-{length - 1}")
                 done.append({"PartNumber": n, "ETag": r["CopyPartResult"]["ETag"]})
             self._client.complete_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload,
                                                    MultipartUpload={"Parts": done})

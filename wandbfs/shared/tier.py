@@ -6,13 +6,15 @@ its root (a bucket prefix or a directory)::
     obj/md5/ab/cdef…                 complete objects, the local cache's own keys (md5 / etag)
     wandbfs/sums/md5/ab/cdef….json   their size and the md5 of every 8 MiB part, written first
     wandbfs/fill/md5/ab/cdef…/       an object being fetched: lease.<gen> (lease.py) and
-                                     part.<n>, each part as it arrived from W&B
+                                     part.<n>, each part as it arrived from W&B, its md5
+                                     (16 bytes) after it
 
 Nothing unverified crosses a tier: an object is published only after the host that has it
 checked it against the manifest digest, and each part read back is checked against its
 md5 before a byte of it is handed on, so a corrupted or truncated object (planted, bit rot,
 a half-copied file) is found before it is served, removed, and fetched from W&B again,
-which replaces it. Parts in ``fill/`` are what a filling host got from W&B; a host reading
+which replaces it. Parts in ``fill/`` are what a filling host got from W&B, each with its
+md5 so a part damaged in the store or on the way is fetched from W&B instead; a host reading
 them verifies the whole file against the manifest digest like any download.
 
 The store is one network hop that can fail like any other: every call goes through
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, TypeVar
 
 from wandbfs.shared.lease import Lease, LeaseRecord, current_lease, holder_id
-from wandbfs.shared.stores import TierError, TierStore, open_store
+from wandbfs.shared.stores import BadData, TierError, TierStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,11 @@ class SharedTier:
             return default
         try:
             out = fn(*args)
+        except BadData as e:    # the store answers; this read's bytes are worth nothing
+            log.warning("shared cache: %s; not used", e)
+            with self._lock:
+                self.stats.bad_objects += 1
+            return default
         except TierError as e:
             self._failed(e)
             return default
@@ -222,7 +229,7 @@ class SharedTier:
         self.store.write(self.sums_key(rel), Sums(size, tuple(digests[i] for i in range(n))).encode())
         folder = self.fill_folder(rel)
         present = set(self.store.names(folder))
-        parts = [f"{folder}/part.{i}" for i in range(n)]
+        parts = [(f"{folder}/part.{i}", part_bounds(i, size)[1] - part_bounds(i, size)[0]) for i in range(n)]
         composed = (all(f"part.{i}" in present for i in range(n)) and self.store.compose(rel, parts)
                     and self.store.size(rel) == size)
         if not composed:
@@ -238,17 +245,40 @@ class SharedTier:
         return True
 
     # ---- objects being filled -------------------------------------------------------------
-    def fill_part(self, rel: str, idx: int, length: int) -> bytes | None:
-        """A part another host published while filling, if it is there whole."""
-        data = self.call(None, self.store.read, f"{self.fill_folder(rel)}/part.{idx}")
+    BAD = memoryview(b"")
+    """``fill_part``'s answer for a part that is there but damaged: fetch it elsewhere (a
+    value no part's bytes can be: compared by identity)."""
+
+    def fill_part(self, rel: str, idx: int, length: int) -> bytes | memoryview | None:
+        """A part another host published while filling, checked against its md5: its bytes,
+        ``None`` if it is not there (yet), ``BAD`` if it is there and damaged (or the store's
+        own checksum failed on the way)."""
+        key = f"{self.fill_folder(rel)}/part.{idx}"
+        try:
+            data = self.call(None, self._read_checked, key)
+        except _Damaged as e:
+            log.warning("shared cache part %s: %s; fetching it from W&B", key, e)
+            with self._lock:
+                self.stats.bad_objects += 1
+            return self.BAD
         if data is None:
             return None
         if len(data) != length:
-            log.warning("shared cache part %s/part.%d has %d bytes, not %d: ignored", self.fill_folder(rel), idx,
-                        len(data), length)
-            self.call(None, self.store.delete, f"{self.fill_folder(rel)}/part.{idx}")
-            return None
+            log.warning("shared cache part %s has %d bytes, not %d: fetching it from W&B", key, len(data), length)
+            return self.BAD
         self._count_read(len(data))
+        return data
+
+    def _read_checked(self, key: str) -> bytes | None:
+        try:
+            raw = self.store.read(key)
+        except BadData as e:
+            raise _Damaged(str(e)) from e
+        if raw is None:
+            return None
+        data, digest = raw[:-16], raw[-16:]
+        if len(raw) < 16 or hashlib.md5(data, usedforsecurity=False).digest() != digest:
+            raise _Damaged("fails its md5")
         return data
 
     def put_part(self, rel: str, idx: int, data: bytes) -> None:
@@ -256,9 +286,15 @@ class SharedTier:
         self.call(None, self._put_part, rel, idx, data)
 
     def _put_part(self, rel: str, idx: int, data: bytes) -> None:
-        self.store.write(f"{self.fill_folder(rel)}/part.{idx}", data)
-        with self._lock:
-            self.stats.bytes_written += len(data)
+        # Created, never replaced: a part another host published first stays (the same bytes),
+        # and no reader of it meets a replace half way (some S3 servers serve that badly).
+        if self.store.create(f"{self.fill_folder(rel)}/part.{idx}", data + hashlib.md5(data, usedforsecurity=False).digest()):
+            with self._lock:
+                self.stats.bytes_written += len(data)
+
+    def drop_part(self, rel: str, idx: int) -> None:
+        """Remove a damaged published part, so the host fetching it again can publish it."""
+        self.call(None, self.store.delete, f"{self.fill_folder(rel)}/part.{idx}")
 
     def clear_parts(self, rel: str) -> None:
         """Remove an object's published parts (it is complete, or its parts were bad)."""
@@ -282,6 +318,10 @@ class SharedTier:
         with self._lock:
             for k, v in counts.items():
                 setattr(self.stats, k, getattr(self.stats, k) + v)
+
+
+class _Damaged(Exception):
+    """A published part failed its md5 (or the store's checksum)."""
 
 
 def _pread_all(fd: int, count: int, offset: int) -> bytes:
