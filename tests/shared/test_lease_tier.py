@@ -159,8 +159,11 @@ def rel_of(data: bytes) -> str:
     return f"obj/md5/{h[:2]}/{h[2:]}"
 
 
-def part_md5s(data: bytes) -> tuple[str, ...]:
-    return tuple(md5(data[i:i + PART]) for i in range(0, max(len(data), 1), PART))
+def part_sums(data: bytes) -> tuple[str, ...]:
+    """Each part's checksum, as the tier's sums hold them (xxh3-128)."""
+    import xxhash
+
+    return tuple(xxhash.xxh3_128_hexdigest(data[i:i + PART]) for i in range(0, max(len(data), 1), PART))
 
 
 def tier_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -471,9 +474,9 @@ def test_publish_then_lookup_and_read_parts(store: Any, objects: dict) -> None:
         assert tier.lookup(rel, len(data)) is None
         assert tier.publish(rel, path, len(data), {}) is True
         sums = tier.lookup(rel, len(data))
-        assert sums == Sums(len(data), part_md5s(data))
-        assert len(sums.md5) == part_count(len(data)) == (3 if name == "big" else 1)
-        for idx in range(len(sums.md5)):
+        assert sums == Sums(len(data), part_sums(data))
+        assert len(sums.parts) == part_count(len(data)) == (3 if name == "big" else 1)
+        for idx in range(len(sums.parts)):
             a, b = part_bounds(idx, len(data))
             assert tier.object_part(rel, sums, idx) == data[a:b]
         assert store.size(rel) == len(data)
@@ -490,9 +493,9 @@ def test_publish_then_lookup_and_read_parts(store: Any, objects: dict) -> None:
 def test_publish_with_known_part_digests(store: Any, objects: dict) -> None:
     rel, path, data = objects["big"]
     tier = SharedTier(store)
-    known = {1: md5(data[PART:2 * PART])}    # the rest are read from the file
+    known = {1: part_sums(data)[1]}    # the rest are read from the file
     assert tier.publish(rel, path, len(data), known) is True
-    assert tier.lookup(rel, len(data)) == Sums(len(data), part_md5s(data))
+    assert tier.lookup(rel, len(data)) == Sums(len(data), part_sums(data))
 
 
 @pytest.mark.timeout(120)
@@ -506,7 +509,7 @@ def test_publish_writes_the_sums_first(store: Any, objects: dict) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_flipped_byte_fails_its_md5_and_is_removed(store: Any, objects: dict,
+def test_flipped_byte_fails_its_checksum_and_is_removed(store: Any, objects: dict,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=TIER_LOG)
     rel, path, data = objects["big"]
@@ -523,7 +526,7 @@ def test_flipped_byte_fails_its_md5_and_is_removed(store: Any, objects: dict,
     assert tier.stats.bad_objects == 1
     assert store.size(rel) is None and store.read(rel) is None
     assert store.read(tier.sums_key(rel)) is None
-    assert any("fails its md5" in r.getMessage() for r in tier_warnings(caplog))
+    assert any("fails its checksum" in r.getMessage() for r in tier_warnings(caplog))
     assert tier.lookup(rel, len(data)) is None
     assert tier.object_part(rel, sums, 2) is None   # gone: absent, not bad again
     assert tier.stats.bad_objects == 1
@@ -562,15 +565,15 @@ def test_lookup_with_sums_but_no_object_yet(store: Any, objects: dict) -> None:
     not bad."""
     rel, path, data = objects["small"]
     tier = SharedTier(store)
-    store.write(tier.sums_key(rel), Sums(len(data), part_md5s(data)).encode())
+    store.write(tier.sums_key(rel), Sums(len(data), part_sums(data)).encode())
     assert tier.lookup(rel, len(data)) is None
     assert tier.stats.bad_objects == 0
     assert store.read(tier.sums_key(rel)) is not None
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("sums", [b"{not json", b'{"size": 1000, "part": 4194304, "md5": ["x"]}',
-                                  b'{"size": 1000, "part": 8388608, "md5": []}'])
+@pytest.mark.parametrize("sums", [b"{not json", b'{"size": 1000, "part": 4194304, "xxh3_128": ["x"]}',
+                                  b'{"size": 1000, "part": 8388608, "xxh3_128": []}'])
 def test_unreadable_sums_remove_the_object(store: Any, objects: dict, sums: bytes) -> None:
     rel, path, data = objects["small"]
     tier = SharedTier(store)
@@ -613,8 +616,8 @@ def test_publish_composes_from_parts_on_s3(store: Any, kind: str, objects: dict,
     uploads: list[str] = []
     real_write_file = store.write_file
     monkeypatch.setattr(store, "write_file", lambda key, f, n: (uploads.append(key), real_write_file(key, f, n)))
-    md5s = {i: m for i, m in enumerate(part_md5s(data))}
-    assert tier.publish(rel, path, len(data), md5s) is True
+    known = {i: m for i, m in enumerate(part_sums(data))}
+    assert tier.publish(rel, path, len(data), known) is True
     published = [r.getMessage() for r in caplog.records if r.name == TIER_LOG and "published" in r.getMessage()]
     assert len(published) == 1, published
     if kind == "s3":
@@ -628,7 +631,7 @@ def test_publish_composes_from_parts_on_s3(store: Any, kind: str, objects: dict,
     got = store.read(rel)
     assert got is not None and md5(got) == md5(data)
     sums = tier.lookup(rel, len(data))
-    assert sums == Sums(len(data), part_md5s(data))
+    assert sums == Sums(len(data), part_sums(data))
     assert [n for n in store.names(tier.fill_folder(rel)) if n.startswith("part.")] == []
 
 
@@ -650,7 +653,7 @@ def test_publish_with_a_part_missing_uploads(store: Any, objects: dict,
 @pytest.mark.timeout(120)
 def test_a_bad_fill_part_composed_is_caught_on_read(bucket: str, objects: dict) -> None:
     """Compose checks only the size: a corrupted fill part (same length) makes a composed
-    object whose part fails its md5 on the first read, and the object is removed."""
+    object whose part fails its checksum on the first read, and the object is removed."""
     store = S3Store(bucket, S3_PREFIX)
     rel, path, data = objects["big"]
     tier = SharedTier(store)
@@ -661,7 +664,7 @@ def test_a_bad_fill_part_composed_is_caught_on_read(bucket: str, objects: dict) 
     tier.put_part(rel, 1, bytes(bad))
     assert tier.publish(rel, path, len(data), {}) is True
     sums = tier.lookup(rel, len(data))
-    assert sums == Sums(len(data), part_md5s(data))   # from the verified local file
+    assert sums == Sums(len(data), part_sums(data))   # from the verified local file
     assert tier.object_part(rel, sums, 0) == data[:PART]
     assert tier.object_part(rel, sums, 1) is None
     assert tier.stats.bad_objects == 1
@@ -692,7 +695,7 @@ def test_put_and_fill_part(store: Any, caplog: pytest.LogCaptureFixture) -> None
     raw[500] ^= 1
     store.write(key, bytes(raw))
     assert tier.fill_part(rel, 0, len(part)) is SharedTier.BAD
-    assert any("fails its md5" in r.getMessage() for r in tier_warnings(caplog))
+    assert any("fails its checksum" in r.getMessage() for r in tier_warnings(caplog))
     assert tier.stats.bytes_read == len(part)
     assert tier.available()
 
@@ -738,7 +741,7 @@ def test_failing_store_reads_as_absent_with_one_warning(tmp_path: Path, objects:
     fake = FakeStore(tmp_path / "fake")
     tier = SharedTier(fake, retry_after=0.5)
     rel, path, data = objects["small"]
-    sums = Sums(len(data), part_md5s(data))
+    sums = Sums(len(data), part_sums(data))
     assert tier.available()
     t0 = time.monotonic()
     assert tier.lookup(rel, len(data)) is None
@@ -824,9 +827,9 @@ def test_publishing_a_file_evicted_locally_is_no_store_outage(store: Any, tmp_pa
     rel, path, data = objects["small"]
     gone = tmp_path / "evicted.bin"
     tier = SharedTier(store, retry_after=30.0)
-    md5s = dict(enumerate(part_md5s(data))) if digests_known else {}
+    known = dict(enumerate(part_sums(data))) if digests_known else {}
     try:
-        ok = tier.publish(rel, gone, len(data), md5s)
+        ok = tier.publish(rel, gone, len(data), known)
     except OSError:
         ok = False
     assert ok is False

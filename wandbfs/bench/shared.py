@@ -13,7 +13,12 @@ tier prefix or directory):
 * ``R12.<tier>.<n>.time``: seconds until every host has read (and checked) every byte,
   against one host alone on the same link without a tier; goal <= 1.5x;
 * ``R12.<tier>.<n>.first``: the waiting hosts' first MiB (median over them) against the
-  host that held the lease: what waiting for another host's parts costs.
+  host that held the lease: what waiting for another host's parts costs;
+* context, the limits of the same work on this one machine, where every simulated host
+  shares two cores and one disk: ``.local`` (the same n mounts reading the file again from
+  their own caches at once), ``.tier`` (n readers of the published object straight from the
+  tier: curl or sha256sum) and ``.disk`` (n copies of the file written to this disk at once,
+  what n hosts' caches cost it, with nothing read or hashed).
 
 Every host's bytes are checked against the file's sha256.
 """
@@ -130,22 +135,19 @@ def _round(b: "Bench", work: Path, n: int, tier: str | None, moto: _Moto | None)
             os.stat(p)                       # names resolved on every host: the bytes are measured
         b.pc.drop()
         b.emu.clear_log()
-        out: dict[int, Any] = {}
-        barrier = threading.Barrier(n)
-        threads = [threading.Thread(target=_read, args=(p, b.ds.big["sha256"], barrier, out, i))
-                   for i, p in enumerate(paths)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(1800)
-        wall = time.perf_counter() - t0
-        if len(out) != n or not all(ok for _, _, ok in out.values()):
-            raise WrongBytes(f"R12 {tier} x{n}: a host read wrong bytes or did not finish ({out})")
+        wall, out = _read_all(paths, b.ds.big["sha256"])
+        sent = _storage_bytes(b)
         pulled = [_status(h)["bytes_downloaded"] for h in c.hosts]
         holder = max(range(n), key=lambda i: pulled[i])   # the host that pulled most from W&B
-        return {"wall": wall, "bytes": _storage_bytes(b), "first": {i: f for i, (_, f, _) in out.items()},
-                "holder": holder, "pulled": pulled}
+        res = {"wall": wall, "bytes": sent, "first": {i: f for i, (_, f, _) in out.items()},
+               "holder": holder, "pulled": pulled}
+        if tier is not None:
+            # The limits of the same work on this machine, in the same round: n mounts serving
+            # the file from their own caches at once, and n readers of the tier's object alone.
+            b.pc.drop()
+            res["local"] = _read_all(paths, b.ds.big["sha256"])[0]
+            res["tier_alone"] = _tier_alone(b, c, tier, url or "", moto)
+        return res
     finally:
         c.down()
         logs = b.work / "r12-logs" / f"{tier or 'alone'}-{n}"   # the last round's daemon logs, for a miss
@@ -154,6 +156,79 @@ def _round(b: "Bench", work: Path, n: int, tier: str | None, moto: _Moto | None)
         for h in c.hosts:
             (logs / f"{h.name}.log").write_text(h.log())
         rmtree(work)
+
+
+def _read_all(paths: list[Path], want: str) -> tuple[float, dict[int, Any]]:
+    """Every path read at the same moment; the wall time and each reader's (time, first MiB, ok)."""
+    out: dict[int, Any] = {}
+    barrier = threading.Barrier(len(paths))
+    threads = [threading.Thread(target=_read, args=(p, want, barrier, out, i)) for i, p in enumerate(paths)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(1800)
+    wall = time.perf_counter() - t0
+    if len(out) != len(paths) or not all(ok for _, _, ok in out.values()):
+        raise WrongBytes(f"R12: a host read wrong bytes or did not finish ({out})")
+    return wall, out
+
+
+def _tier_alone(b: "Bench", c: Cluster, tier: str, url: str, moto: _Moto | None) -> float | None:
+    """Seconds for every host to read the published object straight from the tier at once
+    (curl from each host's network for S3, sha256sum of the file for a directory)."""
+    md5 = b.ds.big["md5"]
+    key = f"obj/md5/{md5[:2]}/{md5[2:]}"
+    size = b.ds.big["size"]
+
+    def published() -> bool:
+        if tier == "s3" and moto is not None:
+            bucket, _, prefix = url[len("s3://"):].partition("/")
+            try:
+                return int(moto.client.head_object(Bucket=bucket, Key=f"{prefix}/{key}")["ContentLength"]) == size
+            except Exception:  # noqa: BLE001 - not there yet
+                return False
+        return os.path.exists(f"{url}/{key}") and os.path.getsize(f"{url}/{key}") == size
+    wait_until(published, 300, "the object to be published to the tier")
+    procs = []
+    b.pc.drop()
+    t0 = time.perf_counter()
+    for h in c.hosts:
+        if tier == "s3" and moto is not None:
+            src = f"{c.s3_endpoint(h, moto.port)}/{url[len('s3://'):]}/{key}"
+            cmd = h.wrap(["sh", "-c", f"curl -sf '{src}' | sha256sum"])
+        else:
+            cmd = ["sha256sum", f"{url}/{key}"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=1800)[0] for p in procs]
+    took = time.perf_counter() - t0
+    if not all(o.split()[:1] == [b.ds.big["sha256"]] for o in outs):
+        b.note(f"R12 {tier}: the tier's object read alone did not match ({outs[0][:80]!r}); no tier-alone figure")
+        return None
+    return took
+
+
+def _disk_floor(work: Path, n: int, size: int) -> float:
+    """Seconds to write ``n`` files of ``size`` bytes to ``work``'s disk at once (no fsync,
+    as the caches write): the disk's share of n cold hosts on one machine."""
+    block = b"\xa5" * (8 << 20)
+    work.mkdir(parents=True, exist_ok=True)
+
+    def write(i: int) -> None:
+        with open(work / f"disk-{i}", "wb", buffering=0) as f:
+            left = size
+            while left > 0:
+                left -= f.write(block[:min(left, len(block))])
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(1800)
+    took = time.perf_counter() - t0
+    rmtree(work)
+    os.sync()
+    return took
 
 
 def _status(h: Any) -> dict[str, Any]:
@@ -170,8 +245,6 @@ def r12_shared_tier(b: "Bench") -> None:
         b.note("R12 needs root (network and pid namespaces for the simulated hosts): skipped")
         return
     try:
-        import boto3  # noqa: F401
-        import moto  # noqa: F401
         moto_proc: _Moto | None = _Moto(b.work / "moto.log")
     except ImportError:
         b.note("R12: boto3/moto not installed: the S3 tier is not measured")
@@ -202,6 +275,20 @@ def r12_shared_tier(b: "Bench") -> None:
             t_ratio = statistics.median(walls) / statistics.median(alone)
             b.add(Row("R12", f"R12.{kind}.{n}.time", f"... all {n} hosts done (s)", link, "s", walls, alone,
                       "one host alone, no tier", None, f"<= {GOAL_TIME}x", t_ratio <= GOAL_TIME, t_ratio))
+            local = [r["local"] for r in rounds if r.get("local")]
+            if local:
+                b.add(Row("R12", f"R12.{kind}.{n}.local", f"... the same {n} mounts reading it again, each from its "
+                          "own cache (this machine's floor for n mounts)", link, "s", local, alone,
+                          "one host alone, no tier", None, "", None, statistics.median(local) / statistics.median(alone)))
+            disk = [_disk_floor(b.work / "r12-disk", n, size) for _ in range(min(len(rounds), 2))]
+            b.add(Row("R12", f"R12.{kind}.{n}.disk", f"... {n} copies of the file written to this disk at once "
+                      "(the disk's floor for n caches)", link, "s", disk, alone, "one host alone, no tier", None, "",
+                      None, statistics.median(disk) / statistics.median(alone)))
+            direct = [r["tier_alone"] for r in rounds if r.get("tier_alone")]
+            if direct:
+                b.add(Row("R12", f"R12.{kind}.{n}.tier", f"... {n} readers of the published object straight from the "
+                          f"{kind} tier (its own limit here)", link, "s", direct, walls, "wandbfs, all done", None, "",
+                          None, statistics.median(walls) / statistics.median(direct)))
             firsts_wait, firsts_hold = [], []
             for r in rounds:
                 firsts_hold += [f for i, f in r["first"].items() if i == r["holder"] and f is not None]

@@ -119,7 +119,9 @@ class DirStore:
             raise TierError(f"{self.url}: listing {folder}: {e.strerror or e}") from e
 
     def _temp(self, key: str, data: bytes | None, src: BinaryIO | None = None, size: int = 0) -> Path:
-        """A complete, fsynced temp file beside ``key``; removed again if anything fails."""
+        """A complete temp file beside ``key``; removed again if anything fails. Only objects
+        (``src``) are fsynced: a lease or a part that a crash of the file server cut short is
+        found out (unreadable lease, a part failing its md5) and costs nothing but a refetch."""
         path = self._path(key)
         tmp = path.parent / _temp_name(path.name)
         try:
@@ -134,7 +136,8 @@ class DirStore:
                 view = memoryview(data or b"")
                 while view:
                     view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if src is not None:
+                os.fsync(fd)
         except OSError as e:
             _unlink(tmp)
             raise TierError(f"{self.url}: writing {key}: {e.strerror or e}") from e
