@@ -350,3 +350,29 @@ def test_open_store(tmp_path: Path, s3_endpoint: str) -> None:
     for bad in ("s3://", "s3:///prefix", "gs://bucket/x", "https://host/x", "relative/dir"):
         with pytest.raises(ValueError):
             open_store(bad)
+
+
+# ---- a directory that stops answering -------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_a_hung_directory_is_a_tier_error_within_its_timeout(tmp_path: Path) -> None:
+    """A hard-mounted NFS whose server went away blocks in the kernel; the store's caller
+    gets a TierError in time, whatever the call. Simulated with a FIFO: opening it for
+    reading blocks until a writer comes, as a read on a dead server does."""
+    from wandbfs.shared.stores import Bounded
+
+    root = tmp_path / "tier"
+    (root / "obj").mkdir(parents=True)
+    os.mkfifo(root / "obj" / "hung")
+    store = open_store(str(root), timeout=0.5)
+    assert isinstance(store, Bounded)
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(TierError, match="did not answer within 0.5s"):
+        store.read("obj/hung")
+    assert time.monotonic() - t0 < 3
+    store.write("obj/fine", b"ok")          # the other calls are unaffected
+    assert store.read("obj/fine") == b"ok"
+    with open(root / "obj" / "hung", "wb"):   # let the blocked thread go
+        pass

@@ -62,7 +62,7 @@ class TieredGetter:
         self._seen: tuple[float, object] | None = None   # the last lease read, and when
         self._lock = threading.Lock()
         self._inflight: dict[int, threading.Event] = {}
-        self._warned_wait = False
+        self._gave_up_on: str | None = None   # a holder we waited for in vain: not waited for again
 
     # ---- Getter -------------------------------------------------------------------------
     def fetch(self, start: int, end: int, sink: Sink) -> None:
@@ -155,7 +155,7 @@ class TieredGetter:
                     return None
                 self._seen = None
                 continue   # another host took it just now: look again
-            if not rec.covers(idx):
+            if not rec.covers(idx) or rec.holder == self._gave_up_on:
                 return None
             if time.monotonic() - looked >= self.LOOKUP_EVERY:   # the holder may have finished meanwhile
                 looked = time.monotonic()
@@ -169,10 +169,10 @@ class TieredGetter:
             if self.cancelled():
                 raise FetchError(f"{self.entry.path}: the download was stopped")
             if time.monotonic() >= deadline:
-                if not self._warned_wait:
-                    self._warned_wait = True
-                    log.warning("%s: waited %gs for part %d from %s (shared cache); fetching it from W&B",
-                                self.entry.path, tier.wait_limit, idx, rec.holder)
+                # Alive (it renews) but not delivering: this fill fetches the rest itself.
+                self._gave_up_on = rec.holder
+                log.warning("%s: waited %gs for part %d from %s (shared cache); fetching the rest from W&B",
+                            self.entry.path, tier.wait_limit, idx, rec.holder)
                 return None
             if not waited:
                 waited = True

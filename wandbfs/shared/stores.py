@@ -23,11 +23,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
-__all__ = ["DirStore", "S3Store", "TierError", "TierStore", "open_store"]
+__all__ = ["BadData", "Bounded", "DirStore", "S3Store", "TierError", "TierStore", "open_store"]
 
 
 class TierError(Exception):
@@ -62,7 +63,67 @@ def open_store(url: str, *, timeout: float = 10.0) -> TierStore:
         raise ValueError(f"--shared-cache {url}: only s3:// URLs and absolute directories are supported")
     if not os.path.isabs(url):
         raise ValueError(f"--shared-cache {url}: a directory must be an absolute path")
-    return DirStore(Path(url))
+    return Bounded(DirStore(Path(url)), timeout)
+
+
+class Bounded:
+    """Every call of a store on a thread of its own, given up after ``timeout`` seconds.
+
+    A directory on a hard-mounted NFS whose server went away blocks in the kernel for as
+    long as it is away; that thread stays blocked (a daemon thread: it never holds up the
+    daemon's exit), the caller gets ``TierError`` and the tier counts as down. S3 needs none
+    of this: boto3's own timeouts bound it."""
+
+    def __init__(self, inner: TierStore, timeout: float) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.timeout = timeout
+
+    SLOWEST = 16 << 20
+    """Bytes a second an object copy may be as slow as before it counts as hung."""
+
+    def _run(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        limit = self.timeout if timeout is None else timeout
+        out: list[Any] = []
+        err: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                out.append(getattr(self.inner, name)(*args))
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                err.append(e)
+        t = threading.Thread(target=call, name=f"wandbfs-tier-{name}", daemon=True)
+        t.start()
+        t.join(limit)
+        if t.is_alive():
+            raise TierError(f"{self.url}: {name} did not answer within {limit:g}s")
+        if err:
+            raise err[0]
+        return out[0]
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
+        return self._run("read", key, start, end)
+
+    def size(self, key: str) -> int | None:
+        return self._run("size", key)
+
+    def names(self, folder: str) -> list[str]:
+        return self._run("names", folder)
+
+    def write(self, key: str, data: bytes) -> None:
+        self._run("write", key, data)
+
+    def write_file(self, key: str, src: BinaryIO, size: int) -> None:
+        self._run("write_file", key, src, size, timeout=self.timeout + size / self.SLOWEST)
+
+    def create(self, key: str, data: bytes) -> bool:
+        return self._run("create", key, data)
+
+    def delete(self, key: str) -> None:
+        self._run("delete", key)
+
+    def compose(self, key: str, parts: list[tuple[str, int]]) -> bool:
+        return self._run("compose", key, parts)
 
 
 def _temp_name(name: str) -> str:
