@@ -132,7 +132,8 @@ class TieredGetter:
             if data is not None:
                 return data
             self.sums = None   # gone or bad (removed): the rest comes from fills or W&B
-        deadline = time.monotonic() + tier.wait_limit
+        started = time.monotonic()
+        deadline = started + tier.wait_limit
         delay = self.POLL_MIN
         waited = False
         looked = 0.0
@@ -155,8 +156,12 @@ class TieredGetter:
                     return None
                 self._seen = None
                 continue   # another host took it just now: look again
-            if not rec.covers(idx) or rec.holder == self._gave_up_on:
+            if rec.holder == self._gave_up_on:
                 return None
+            if not rec.covers(idx):
+                # Not its part (yet): worth a short wait if the holder reads up towards it.
+                if not rec.near(idx) or time.monotonic() - started >= self.NEAR_WAIT:
+                    return None
             if time.monotonic() - looked >= self.LOOKUP_EVERY:   # the holder may have finished meanwhile
                 looked = time.monotonic()
                 sums = tier.lookup(self.rel, self.size)
@@ -183,6 +188,8 @@ class TieredGetter:
 
     LEASE_FRESH = 0.5
     LOOKUP_EVERY = 1.0
+    NEAR_WAIT = 2.0
+    """Seconds a part just ahead of the holder's is waited for before it is fetched here."""
 
     def _lease_state(self, fresh: bool) -> object:
         """The lease in force (``tier.current_lease``), read again at most every

@@ -53,6 +53,13 @@ class LeaseRecord:
         before it (a reader going up the file: it asks for this one next)."""
         return self.whole or any(i in self.parts for i in (idx, idx - 1, idx - 2))
 
+    NEAR = 8
+
+    def near(self, idx: int) -> bool:
+        """Is the holder fetching a part up to ``NEAR`` parts before ``idx``? A reader going up
+        the file asks for it soon (worth a short wait); one jumping about may never."""
+        return any(idx - self.NEAR <= i < idx for i in self.parts)
+
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires
 
