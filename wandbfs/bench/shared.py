@@ -17,8 +17,9 @@ tier prefix or directory):
 * context, the limits of the same work on this one machine, where every simulated host
   shares two cores and one disk: ``.local`` (the same n mounts reading the file again from
   their own caches at once), ``.tier`` (n readers of the published object straight from the
-  tier: curl or sha256sum) and ``.disk`` (n copies of the file written to this disk at once,
-  what n hosts' caches cost it, with nothing read or hashed).
+  tier: curl or sha256sum) and ``.disk`` (n + 2 copies of the file written to this disk at
+  once, what the round writes to it: n caches, the tier's parts and its object; nothing
+  read or hashed).
 
 Every host's bytes are checked against the file's sha256.
 """
@@ -280,10 +281,12 @@ def r12_shared_tier(b: "Bench") -> None:
                 b.add(Row("R12", f"R12.{kind}.{n}.local", f"... the same {n} mounts reading it again, each from its "
                           "own cache (this machine's floor for n mounts)", link, "s", local, alone,
                           "one host alone, no tier", None, "", None, statistics.median(local) / statistics.median(alone)))
-            disk = [_disk_floor(b.work / "r12-disk", n, size) for _ in range(min(len(rounds), 2))]
-            b.add(Row("R12", f"R12.{kind}.{n}.disk", f"... {n} copies of the file written to this disk at once "
-                      "(the disk's floor for n caches)", link, "s", disk, alone, "one host alone, no tier", None, "",
-                      None, statistics.median(disk) / statistics.median(alone)))
+            # What the round wrote to this one disk: n caches, plus the tier's parts and object.
+            copies = n + 2
+            disk = [_disk_floor(b.work / "r12-disk", copies, size) for _ in range(min(len(rounds), 2))]
+            b.add(Row("R12", f"R12.{kind}.{n}.disk", f"... {copies} copies of the file written to this disk at once "
+                      f"(the round's writes: {n} caches, the tier's parts and object)", link, "s", disk, alone,
+                      "one host alone, no tier", None, "", None, statistics.median(disk) / statistics.median(alone)))
             direct = [r["tier_alone"] for r in rounds if r.get("tier_alone")]
             if direct:
                 b.add(Row("R12", f"R12.{kind}.{n}.tier", f"... {n} readers of the published object straight from the "

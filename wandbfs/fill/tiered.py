@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 __all__ = ["TieredGetter"]
 
 
+def _nothing() -> None:
+    pass
+
+
 class TieredGetter:
     POLL_MIN = 0.02
     POLL_MAX = 0.25
@@ -111,15 +115,19 @@ class TieredGetter:
         lease = self.lease if self.lease is not None and self.lease.held else None
         if lease is not None:
             self.tier.call(None, lease.claim, idx)
+        handed = False
         try:
             self.inner.fetch(a, b, collect)
             if got[0] < b - a:   # stopped early (the fill was cancelled): nothing to publish
                 raise FetchError(f"{self.entry.path}: the download was stopped")
             with self._lock:
                 self.done.add(idx)
-            self.tier.put_part(self.rel, idx, bytes(buf))
+            # Published in the background; the claim stays until it is (the others keep waiting).
+            self.tier.put_part_soon(self.rel, idx, bytes(buf),
+                                    (lambda: lease.unclaim(idx)) if lease is not None else _nothing)
+            handed = True
         finally:
-            if lease is not None:
+            if lease is not None and not handed:
                 lease.unclaim(idx)
 
     def _from_tier(self, idx: int, a: int, b: int) -> bytes | None:

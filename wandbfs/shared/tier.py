@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -119,6 +120,9 @@ class SharedTier:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down = False
+        self._queue: queue.SimpleQueue[tuple[str, int, bytes, Callable[[], None]]] = queue.SimpleQueue()
+        self._room = threading.BoundedSemaphore(self.QUEUED)
+        self._publishers: list[threading.Thread] = []
 
     @classmethod
     def open(cls, url: str, *, timeout: float = 10.0, lease_ttl: float = 30.0,
@@ -295,6 +299,39 @@ class SharedTier:
     def put_part(self, rel: str, idx: int, data: bytes) -> None:
         """Publish a part as it arrived from W&B, for hosts waiting on this fill."""
         self.call(None, self._put_part, rel, idx, data)
+
+    PUBLISHERS = 2
+    QUEUED = 8
+    """Parts (8 MiB each) waiting for a publisher; past that, the fetching worker publishes its own."""
+
+    def put_part_soon(self, rel: str, idx: int, data: bytes, done: Callable[[], None]) -> None:
+        """``put_part`` off the caller's thread, so a filling host's workers go on fetching at
+        the link's speed whatever the store's write latency; ``done()`` once it is published
+        (or failed). Memory stays bounded: with ``QUEUED`` parts waiting, the caller publishes
+        this one itself."""
+        if not self._room.acquire(blocking=False):
+            try:
+                self.put_part(rel, idx, data)
+            finally:
+                done()
+            return
+        with self._lock:
+            if len(self._publishers) < self.PUBLISHERS:
+                t = threading.Thread(target=self._publish_parts, name="wandbfs-tier-parts", daemon=True)
+                self._publishers.append(t)
+                t.start()
+        self._queue.put((rel, idx, data, done))
+
+    def _publish_parts(self) -> None:
+        while True:
+            rel, idx, data, done = self._queue.get()
+            try:
+                self.put_part(rel, idx, data)
+            except Exception:  # noqa: BLE001 - best effort; the part is fetched elsewhere if it is missing
+                log.exception("publishing part %d of %s", idx, rel)
+            finally:
+                self._room.release()
+                done()
 
     def _put_part(self, rel: str, idx: int, data: bytes) -> None:
         # Created, never replaced: a part another host published first stays (the same bytes),
