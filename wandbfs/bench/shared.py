@@ -159,17 +159,22 @@ def _round(b: "Bench", work: Path, n: int, tier: str | None, moto: _Moto | None)
         rmtree(work)
 
 
-def _read_all(paths: list[Path], want: str) -> tuple[float, dict[int, Any]]:
-    """Every path read at the same moment; the wall time and each reader's (time, first MiB, ok)."""
-    out: dict[int, Any] = {}
-    barrier = threading.Barrier(len(paths))
-    threads = [threading.Thread(target=_read, args=(p, want, barrier, out, i)) for i, p in enumerate(paths)]
+def _at_once(n: int, fn: Any) -> float:
+    """``fn(0) … fn(n-1)`` on n threads at once; seconds until the last one is done."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join(1800)
-    wall = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def _read_all(paths: list[Path], want: str) -> tuple[float, dict[int, Any]]:
+    """Every path read at the same moment; the wall time and each reader's (time, first MiB, ok)."""
+    out: dict[int, Any] = {}
+    barrier = threading.Barrier(len(paths))
+    wall = _at_once(len(paths), lambda i: _read(paths[i], want, barrier, out, i))
     if len(out) != len(paths) or not all(ok for _, _, ok in out.values()):
         raise WrongBytes(f"R12: a host read wrong bytes or did not finish ({out})")
     return wall, out
@@ -220,13 +225,7 @@ def _disk_floor(work: Path, n: int, size: int) -> float:
             left = size
             while left > 0:
                 left -= f.write(block[:min(left, len(block))])
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(n)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(1800)
-    took = time.perf_counter() - t0
+    took = _at_once(n, write)
     rmtree(work)
     os.sync()
     return took
