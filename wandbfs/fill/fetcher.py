@@ -328,7 +328,7 @@ class Fetcher:
         assert tier is not None
         if not tier.available():
             return None
-        rel = key.relative_to(self.cache.artifacts_dir).as_posix()
+        rel = self._tier_key(key)
         sums = None
         with trio.move_on_after(self.policy.read_timeout):   # the store has its own timeouts too
             sums = await trio.to_thread.run_sync(tier.lookup, rel, entry.size, abandon_on_cancel=True)
@@ -412,6 +412,11 @@ class Fetcher:
             if tiered is not None:
                 self._nursery().start_soon(self._tier_finish, tiered, item)
 
+    def _tier_key(self, path: Path) -> str:
+        """An object's key in the shared tier: its path under the cache's ``artifacts/``
+        (``obj/md5/ab/cdef``), so every host names it alike."""
+        return path.relative_to(self.cache.artifacts_dir).as_posix()
+
     async def _tier_finish(self, tiered: TieredGetter, item: FillItem) -> None:
         """Publish what this fill verified (if its lease says so) and give the lease up."""
         ok = item.error is None and item.path is not None
@@ -426,7 +431,7 @@ class Fetcher:
         tier = self.tier
         if tier is None or entry.ref is not None:
             return False
-        rel = path.relative_to(self.cache.artifacts_dir).as_posix()
+        rel = self._tier_key(path)
 
         def publish() -> bool:
             if tier.lookup(rel, entry.size) is not None:
