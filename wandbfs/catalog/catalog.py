@@ -393,6 +393,11 @@ class Catalog:
             return self._picked(full, token, collection)
         idx = version_index(token)
         if idx is not None and (detail := await self._known_version(org, registry, collection, idx)) is not None:
+            if self._lists.stale(vers_key) is not None:
+                # Served without W&B, but this mount has listed the collection and the
+                # listing expired: reload it in the background, so a version deleted since
+                # is gone once it lands (the fresh listing above answers no).
+                self._revalidate(vers_key)
             return VersionSummary(idx, tuple(a for a in detail.aliases if version_index(a) is None),
                                   detail.created_at, detail.artifact_id)
         head = self._lists.get(("head", org, registry, collection))
@@ -410,6 +415,17 @@ class Catalog:
             if (hit := pick(page.versions, token)) is not None:
                 return hit
         return await self._listing(("name", org, registry, collection, token), lambda v: True)  # type: ignore[no-any-return]
+
+    def listed_version(self, org: str, registry: str, collection: str, token: str) -> bool | None:
+        """Whether the collection's fresh listing has this ``vN`` or alias; None: no fresh
+        listing says (after ``refresh``, one does unless W&B did not answer)."""
+        vers = self._lists.get(("vers", org, registry, collection))
+        return None if vers is None else pick(vers, token) is not None
+
+    def listed_collection(self, org: str, registry: str, collection: str) -> bool | None:
+        """Whether the registry's fresh listing has this collection; None: none says."""
+        colls = self._lists.get(("colls", org, registry))
+        return None if colls is None else any(c.name == collection for c in colls)
 
     @staticmethod
     def _picked(vers: CollectionVersions, token: str, collection: str) -> VersionSummary:

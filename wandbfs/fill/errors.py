@@ -52,7 +52,12 @@ class UrlRefused(Exception):
 
 class Transient(Exception):
     """A part ended early or got a retryable answer (5xx, 429, reset, stall, wrong range):
-    retried with backoff, from the last byte received."""
+    retried with backoff, from the last byte received. ``retry_after``: the seconds the
+    server's ``Retry-After`` asked for (a 429 or 503), waited instead of our own backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def mismatch_message(entry: ManifestEntry) -> str:

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Protocol
 import urllib3
 
 from wandbfs.fill.errors import FetchError, NoSpace, Transient, UrlRefused
+from wandbfs.model.retry_after import retry_after_s
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.model.ranges import content_range_problem
 from wandbfs.sdk.client import AuthError, NotFound
@@ -190,6 +191,14 @@ class RangeGetter:
                 if transient >= p.attempts:
                     raise FetchError(f"{self.entry.path}: download failed after {transient} attempts: {e}") from e
                 delay = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
+                if e.retry_after is not None:
+                    # Storage said when to come back: that wait is storage's, so it counts
+                    # against the read timeout, and one past it fails now (EIO in a bound).
+                    delay = e.retry_after
+                    waited += delay
+                    if waited >= p.read_timeout:
+                        raise FetchError(f"{self.entry.path}: storage asks to retry after {delay:g}s, past the "
+                                         f"read timeout ({p.read_timeout:g}s): {e}") from e
                 log.warning("download of %s failed at byte %d (%s); retry %d in %.2fs",
                             self.entry.path, got.pos, e, transient, delay)
                 time.sleep(delay)
@@ -220,7 +229,7 @@ class RangeGetter:
             if r.status == 404:
                 raise NotFound(f"{self.entry.path}: storage has no such object (HTTP 404)")
             if r.status in (408, 429) or r.status >= 500:
-                raise Transient(f"HTTP {r.status}")
+                raise Transient(f"HTTP {r.status}", retry_after_s(r.headers.get("Retry-After")))
             skip = self._body_offset(r.status, r.headers, start, end, whole)
             for chunk in r.stream(STREAM_CHUNK, decode_content=False):
                 if skip:

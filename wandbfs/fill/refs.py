@@ -45,6 +45,7 @@ import urllib3
 
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.errors import FetchError, RefChanged, RefDenied, Unsupported
+from wandbfs.model.retry_after import retry_after_s
 from wandbfs.fill.getter import CHUNK, FOLLOW_REDIRECTS, FetchPolicy, FetchStats, Getter, RangeGetter, Sink, deliver
 
 log = logging.getLogger(__name__)
@@ -330,6 +331,7 @@ class HttpSource(_RemoteSource):
         p = self.policy
         headers = {k: v for k, v in self.headers.items() if k != "If-Match"}  # to see what it has now
         for attempt in range(1, p.attempts + 1):
+            asked: float | None = None
             try:
                 r = self.http.request("HEAD", self.ref, headers=headers, redirect=True, retries=FOLLOW_REDIRECTS,
                                       timeout=urllib3.Timeout(connect=p.connect_timeout, read=p.read_timeout))
@@ -341,6 +343,7 @@ class HttpSource(_RemoteSource):
                     return
                 if r.status in (408, 429) or r.status >= 500:
                     err = f"HTTP {r.status}"
+                    asked = retry_after_s(r.headers.get("Retry-After"))
                 else:
                     self.check(r.status, r.headers, 0, self.entry.size)
                     if r.status != 200:
@@ -353,6 +356,11 @@ class HttpSource(_RemoteSource):
             if attempt == p.attempts:
                 raise FetchError(f"{self._what()}: unreachable after {attempt} attempts: {err}")
             delay = min(p.backoff_max, p.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            if asked is not None:   # the store said when: that, within the read timeout
+                if asked >= p.read_timeout:
+                    raise FetchError(f"{self._what()}: asks to retry after {asked:g}s, past the read timeout "
+                                     f"({p.read_timeout:g}s): {err}")
+                delay = asked
             log.warning("HEAD %s failed (%s); retry %d in %.2fs", self.ref, err, attempt, delay)
             time.sleep(delay)
 

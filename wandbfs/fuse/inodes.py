@@ -223,6 +223,10 @@ class InodeTable:
     def get(self, inode: int) -> Node | None:
         return self._by_ino.get(inode)
 
+    def nodes(self) -> list[Node]:
+        """Every node the kernel may hold (a copy: refresh walks it while lookups go on)."""
+        return list(self._by_ino.values())
+
     def by_key(self, key: Key) -> Node | None:
         if key == ("root",):
             return self._by_ino.get(ROOT_INODE)

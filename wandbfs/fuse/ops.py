@@ -3,9 +3,8 @@
 The tree is ``/<org>/<registry>/<collection>/{vN dirs, alias symlinks}/<files>``. Handlers
 only translate: which node a name finds comes from the tree (tree.py, over the catalog),
 bytes from an ``ObjectReader`` (fill/reader.py), attributes from xattrs.py, the likely-next
-fetches from warmups.py, what lineage records from uses.py. Everything under a ``vN`` directory is
-immutable, so it gets day-long kernel timeouts and ``keep_cache``; listings and aliases get
-the short TTLs the user configured.
+fetches from warmups.py, what lineage records from uses.py. Under a ``vN`` all is immutable (day-long
+kernel timeouts, ``keep_cache``); listings, aliases and ``vN`` names (deletable) get the user's TTLs.
 
 Every handler goes through ``_guard``: pyfuse3 tears the mount down on any exception that
 is not a ``FUSEError``, so errors are mapped to errnos (errors.py's one table) and never escape.
@@ -34,7 +33,7 @@ from wandbfs.fuse.handles import Handles
 from wandbfs.fuse.inodes import ROOT_INODE, FileNode, InodeTable, Node
 from wandbfs.fuse.listing import BLKSIZE, IMMUTABLE_TTL, cache_statvfs, disk_figures, file_attrs, reply_entries
 from wandbfs.fuse.misses import Misses
-from wandbfs.fuse.nodes import AliasLink, File
+from wandbfs.fuse.nodes import AliasLink, File, VersionDir
 from wandbfs.fuse.tree import Tree
 from wandbfs.fuse.uses import Uses
 from wandbfs.fuse.warmups import Warmups
@@ -140,6 +139,8 @@ class WandbFS(pyfuse3.Operations):
         a.st_ino = node.inode
         a.generation = 0
         a.entry_timeout = a.attr_timeout = self._ttl(node)
+        if isinstance(node.place, VersionDir):   # contents immutable, existence not (deleted on W&B)
+            a.entry_timeout = self.opts.list_ttl
         a.st_mode = node.st_mode
         a.st_nlink = 2 if node.kind == "dir" else 1
         a.st_uid, a.st_gid = self.opts.uid, self.opts.gid
@@ -163,10 +164,12 @@ class WandbFS(pyfuse3.Operations):
         return node
 
     async def refresh(self, prefix: tuple[str, ...] = ()) -> int:
-        """Drop listing and alias caches under ``prefix`` (all if empty), and the kernel's
-        cached misses there, so a version or alias created since shows up at once."""
+        """Reload listing and alias caches under ``prefix`` (all if empty), and drop the kernel's
+        cached misses there and its entries W&B no longer has: created and deleted show at once."""
         n = await self.catalog.refresh(prefix)
-        for inode, name in self.misses.take(lambda inode: self._under(inode, prefix)):
+        stale = [*self.misses.take(lambda inode: self._under(inode, prefix)),
+                 *((parent, os.fsencode(name)) for parent, name in self.tree.gone(prefix))]
+        for inode, name in stale:
             try:
                 await trio.to_thread.run_sync(pyfuse3.invalidate_entry, inode, name)
             except OSError as e:  # ENOENT: the kernel had already dropped it

@@ -237,6 +237,27 @@ class Tree:
             return self.table.upsert(VersionDir(p.org, p.reg, p.coll, v.index), v.created_at)
         return self.table.upsert(AliasLink(p.org, p.reg, p.coll, name, v.index, type=p.type), v.created_at)
 
+    def gone(self, prefix: tuple[str, ...]) -> list[tuple[int, str]]:
+        """(parent inode, name) of the versions, aliases and collections under ``prefix``
+        the kernel knows that the refreshed listings no longer have (deleted, renamed): their
+        cached entries are dropped, so the names go now rather than after their TTLs."""
+        out = []
+        for node in self.table.nodes():
+            p = node.place
+            if not isinstance(p, (VersionDir, AliasLink, Collection)) or p.scope[:len(prefix)] != prefix[:len(p.scope)]:
+                continue
+            if isinstance(p, Collection):
+                parent_key, name = ("reg", p.org, p.reg), p.coll
+                listed = self.catalog.listed_collection(p.org, p.reg, p.coll)
+            else:
+                parent_key = ("coll", p.org, p.reg, p.coll)
+                name = f"v{p.idx}" if isinstance(p, VersionDir) else p.alias
+                listed = self.catalog.listed_version(p.org, p.reg, p.coll, name)
+            parent = self.table.by_key(parent_key)
+            if listed is False and parent is not None:
+                out.append((parent.inode, name))
+        return out
+
     async def refresh_alias(self, node: Node) -> None:
         """Re-resolve an alias symlink (alias-TTL cached, see ``Catalog.find_version``)."""
         p = node.place

@@ -8,7 +8,6 @@ errnos: ``NotFound`` (ENOENT), ``AuthError`` (EACCES), ``BackendError`` (EIO).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,10 +18,15 @@ from typing import Any, Callable, Iterator, TypeVar
 import urllib3
 
 from wandbfs.model.manifest import Manifest, parse_manifest
+from wandbfs.model.retry_after import retry_after_s
 from wandbfs.model.names import home_entity, is_artifact_project, qualified_name, registry_project, version_index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+MAX_RETRY_AFTER_S = 10.0
+"""The longest ``Retry-After`` a manifest GET waits before its next try."""
 
 
 class WandbError(Exception):
@@ -485,6 +489,7 @@ class WandbClient:
         url = result.artifact.current_manifest.file.direct_url
         last: Exception | None = None
         for attempt in range(3):
+            delay = 0.5 * (attempt + 1)
             try:
                 r = self._http.request("GET", url, timeout=urllib3.Timeout(connect=10, read=30))
             except urllib3.exceptions.HTTPError as e:
@@ -495,7 +500,9 @@ class WandbClient:
                 last = BackendError(f"manifest GET: HTTP {r.status}")
                 if r.status < 500 and r.status != 429:
                     break
-            time.sleep(0.5 * (attempt + 1))
+                # As long as storage asks, up to MAX_RETRY_AFTER_S (the lookup's own deadline bounds the rest).
+                delay = min(MAX_RETRY_AFTER_S, retry_after_s(r.headers.get("Retry-After")) or delay)
+            time.sleep(delay)
         raise BackendError(f"cannot fetch the manifest of {art.id}: {last}")
 
     def _membership_files(self, detail: VersionDetail | VersionRef, query: str, parse: Callable[[str], Any],
