@@ -5,6 +5,8 @@ query is parsed with graphql-core (a real parser: aliases, fragments, variables 
 directives all behave as in GraphQL) and walked against plain Python resolver objects.
 Any field the client selects that no resolver serves becomes ``null`` and is recorded in
 ``ExecutionResult.missing``, so tests can fail when the SDK asks for something we lack.
+A mutation no resolver serves is different: a ``null`` payload would read as success to
+the SDK (most of its mutations ignore the result), so it answers a GraphQL error naming it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ class Node:
 
 
 class GraphQLFailure(Exception):
-    """Raised by a resolver to put a message in the response's ``errors`` list."""
+    """Raised by a resolver to put a message in the response's ``errors`` list; ``code``
+    goes in its ``extensions`` and ``status`` is the HTTP status of the whole answer, as W&B
+    sends a permission error (403, ``{"code": "PERMISSION_ERROR"}``)."""
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
 
 
 @dataclass
@@ -55,15 +64,18 @@ class ExecutionResult:
     missing: list[str] = field(default_factory=list)
     operation_name: str | None = None
     operation_type: str | None = None
+    status: int = 200      # the HTTP status the answer goes out with
 
 
 class _Ctx:
-    def __init__(self, doc: ast.DocumentNode, variables: dict[str, Any]) -> None:
+    def __init__(self, doc: ast.DocumentNode, variables: dict[str, Any], operation: str = "query") -> None:
         self.fragments = {d.name.value: d for d in doc.definitions
                           if isinstance(d, ast.FragmentDefinitionNode)}
         self.variables = variables
+        self.operation = operation
         self.missing: list[str] = []
         self.errors: list[dict[str, Any]] = []
+        self.status = 200
 
 
 def _value(node: ast.ValueNode, variables: dict[str, Any]) -> Any:
@@ -150,11 +162,19 @@ def _object(obj: Node, sset: ast.SelectionSetNode, ctx: _Ctx, path: str) -> dict
         try:
             raw = obj.resolve(name, args)
         except KeyError:
-            ctx.missing.append(f"{obj.typename}.{name}")
+            if not path and ctx.operation == "mutation":
+                ctx.errors.append({"message": f"mutation {name} is not implemented by the emulator",
+                                   "path": [key]})
+            else:
+                ctx.missing.append(f"{obj.typename}.{name}")
             result[key] = None
             continue
         except GraphQLFailure as e:
-            ctx.errors.append({"message": str(e), "path": sub.split(".")})
+            err: dict[str, Any] = {"message": str(e), "path": sub.split(".")}
+            if e.code:
+                err["extensions"] = {"code": e.code}
+            ctx.errors.append(err)
+            ctx.status = max(ctx.status, e.status or 200)
             result[key] = None
             continue
         if key in result and isinstance(result[key], dict):
@@ -181,8 +201,8 @@ def execute(query: str, variables: dict[str, Any] | None, operation_name: str | 
         vname = vd.variable.name.value
         if vname not in variables and vd.default_value is not None:
             variables[vname] = _value(vd.default_value, {})
-    ctx = _Ctx(doc, variables)
     op_type = op.operation.value
+    ctx = _Ctx(doc, variables, op_type)
     data = _object(roots(op_type), op.selection_set, ctx, "")
     return ExecutionResult(data, ctx.errors, ctx.missing,
-                           op.name.value if op.name else None, op_type)
+                           op.name.value if op.name else None, op_type, ctx.status)

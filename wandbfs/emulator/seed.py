@@ -18,6 +18,7 @@ from wandbfs.emulator.store import Artifact, Membership, Store
 
 SOURCE_ENTITY = "alice"
 SOURCE_PROJECT = "demo-source"
+PUBLISHER_RUN = "demo-publisher"   # the run seeded versions are logged by
 
 
 def manifest_digest(contents: Mapping[str, Mapping[str, object]]) -> str:
@@ -37,9 +38,11 @@ def publish(store: Store, org: str, registry: str, collection: str, files: Mappi
         md5hex = store.blobs.put(data)
         contents[path] = {"digest": base64.b64encode(bytes.fromhex(md5hex)).decode(), "size": len(data)}
     digest = manifest_digest(contents)
+    # Logged by a run, as log_artifact does: W&B's Artifact.createdBy is never null.
+    store.upsert_run(SOURCE_ENTITY, SOURCE_PROJECT, PUBLISHER_RUN, state="finished", job_type="publish")
     art = store.create_artifact(entity=SOURCE_ENTITY, project=SOURCE_PROJECT,
                                 collection=source or f"{collection}-source", type_name=type_name, digest=digest,
-                                metadata=json.dumps(metadata or {}))
+                                metadata=json.dumps(metadata or {}), run=PUBLISHER_RUN)
     for entry in contents.values():
         entry["birthArtifactID"] = art.id
     manifest = {"version": 1, "storagePolicy": "wandb-storage-policy-v1",

@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from wandbfs.emulator.executor import execute
-from wandbfs.emulator.faults import Faults, FaultRule, LogEntry, RequestLog, corrupt, misrange, pace
+from wandbfs.emulator.faults import (Faults, FaultRule, LogEntry, RequestLog, corrupt, fault_body, misrange,
+                                     pace)
 from wandbfs.emulator.schema import Ctx, MutationRoot, QueryRoot
 from wandbfs.emulator.signing import UrlSigner
-from wandbfs.emulator.store import Store
+from wandbfs.emulator.store import VIEWER, Store, StoreError
 
 log = logging.getLogger("wandbfs.emulator")
 
@@ -38,6 +39,9 @@ ROUTE_PREFIXES = [
     ("/_storage/upload/", "upload"), ("/artifactsV2/", "artifactsV2"), ("/artifacts/", "artifactsV2"),
     ("/sdk/otel", "otel"), ("/_emulator/", "control"),
 ]
+# Routes whose bodies stream from the blob store: a fault's stall_s hangs them mid-body
+# (after the headers); every other route's stall holds the request unanswered.
+BODY_FAULT_ROUTES = ("blob", "manifest", "artifactsV2")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
@@ -156,9 +160,12 @@ class _Handler(BaseHTTPRequestHandler):
                 entry.fault = True
                 if fault.latency_ms:
                     time.sleep(fault.latency_ms / 1000)
+                if fault.stall_s and route not in BODY_FAULT_ROUTES:
+                    self._stall(fault.stall_s)
+                    return
                 if fault.status:
                     entry.status = fault.status
-                    entry.bytes_out = self._json(fault.status, {"error": "injected fault"})
+                    entry.bytes_out = self._fault_answer(fault, route)
                     return
             if route == "control":
                 entry.status, entry.bytes_out = self._control(path, body)
@@ -174,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif route == "artifactsV2":
                 if not self._authed():
                     entry.status, entry.bytes_out = 401, self._json(401, {"error": "unauthorized"})
+                elif not self._may_read_artifact_path(path):
+                    entry.status, entry.bytes_out = 403, self._json(403, {"error": "permission denied"})
                 else:
                     parts = [p for p in path.split("/") if p]
                     md5hex = next((p for p in reversed(parts) if MD5_RE.match(p)), None)
@@ -202,6 +211,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
 
+    def _fault_answer(self, fault: FaultRule, route: str) -> int:
+        """An injected status as W&B answers it there (see ``faults.fault_body``), a 429 with
+        ``Retry-After`` (wandb-core waits exactly that long before its retry)."""
+        body, ctype = fault_body(fault, route)
+        retry_after = fault.retry_after_header()
+        return self._send(fault.status or 500, body, ctype, {"Retry-After": retry_after} if retry_after else None)
+
+    def _stall(self, seconds: float) -> None:
+        """Hold a request without a byte of answer, then drop the connection: only the
+        client's own deadline ends the wait, as with a hung W&B."""
+        time.sleep(seconds)
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     # ---- routes -------------------------------------------------------------------------
     def _graphql(self, gql: dict[str, Any] | None, entry: LogEntry) -> None:
         if not self._authed():
@@ -217,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
             res = execute(gql["query"], gql.get("variables"), gql.get("operationName"),
                           lambda t: QueryRoot(ctx) if t == "query" else MutationRoot(ctx))
             payload: dict[str, Any] = {"data": res.data}
+            status = res.status
             if res.errors:
                 payload["errors"] = res.errors
             entry.missing = res.missing
@@ -226,8 +253,21 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 - W&B answers errors in-band, never with a 5xx
             log.exception("GraphQL failure")
             payload = {"data": None, "errors": [{"message": f"{type(e).__name__}: {e}"}]}
-        entry.status = 200
-        entry.bytes_out = self._json(200, payload)
+            status = 200
+        entry.status = status
+        entry.response = payload if self.emu.log.keep_responses else None
+        entry.bytes_out = self._json(status, payload)
+
+    def _may_read_artifact_path(self, path: str) -> bool:
+        """The authenticated download routes name whose file it is (``/artifactsV2/<region>/
+        <entity>/<project>/...``, ``/artifacts/<entity>/<md5>``): the viewer must be able to see
+        that project (or entity), unlike a signed storage URL, which is good for whoever holds it."""
+        parts = [p for p in path.split("/") if p]
+        store = self.emu.store
+        if parts[0] == "artifactsV2" and len(parts) > 3:
+            p = store.project(parts[2], parts[3])
+            return p is None or store.can_see_project(p)
+        return len(parts) < 2 or store.can_see_entity(parts[1]) or parts[1] not in store.entities
 
     def _blob(self, md5hex: str, entry: LogEntry, fault: FaultRule | None) -> None:
         store = self.emu.store
@@ -329,19 +369,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _file_stream(self, path: str, body: bytes) -> None:
         parts = [p for p in path.split("/") if p]  # files/<entity>/<project>/<run>/file_stream
         entity, project, name = parts[1], parts[2], parts[3]
-        data = json.loads(body or b"{}")
-        run = self.emu.store.run(entity, project, name)
-        if run is None:
-            return
-        with self.emu.store.lock:
-            if data.get("complete"):
-                run.exitcode = data.get("exitcode")
-                run.state = "finished" if not data.get("exitcode") else "failed"
-            run.heartbeat_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            self.emu.store.save()
+        try:
+            data = json.loads(body or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("file_stream body must be a JSON object")
+            # History, events, summary and completion, as the run's record keeps them.
+            self.emu.store.stream_run(entity, project, name, data)
+        except (ValueError, TypeError, AttributeError) as e:
+            # Dropped, not half-applied (stream_run checks before it changes anything).
+            log.warning("malformed file_stream POST for %s/%s/%s: %s", entity, project, name, e)
 
     def _control(self, path: str, body: bytes) -> tuple[int, int]:
-        """``/_emulator/{faults,log,uses,health,keys}``; see docs/emulator.md."""
+        """``/_emulator/{faults,log,uses,health,keys,access}``; see docs/emulator.md."""
         emu = self.emu
         what = path[len("/_emulator/"):]
         if what == "health":
@@ -364,6 +403,13 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self._json(200, sorted(emu.log.missing_fields))
         if what == "uses":
             return 200, self._json(200, emu.uses())
+        if what == "access":
+            if self.command == "POST":
+                try:
+                    access_change(emu.store, json.loads(body or b"{}"))
+                except (StoreError, ValueError, TypeError, KeyError) as e:
+                    return 400, self._json(400, {"error": str(e)})
+            return 200, self._json(200, emu.store.access_state())
         if what == "keys" and self.command == "POST":
             req = json.loads(body or b"{}")
             with emu.store.lock:
@@ -373,6 +419,29 @@ class _Handler(BaseHTTPRequestHandler):
                     emu.store.revoked.discard(req["restore"])
             return 200, self._json(200, {"revoked": len(emu.store.revoked)})
         return 404, self._json(404, {"error": "unknown control endpoint"})
+
+
+def access_change(store: Store, req: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Apply one ``POST /_emulator/access`` request (or a list of them), e.g.
+    ``{"org": "acme", "member": false}`` (``"user"`` defaults to the viewer),
+    ``{"registry": "acme/secret", "access": "RESTRICTED", "members": ["bob"]}``
+    (also ``"add"`` / ``"remove"``; ``"project": "entity/name"`` for any project),
+    ``{"team": "ml-team", "members": ["alice"]}``."""
+    for r in req if isinstance(req, list) else [req]:
+        user = r.get("user", VIEWER)
+        if "org" in r and "member" in r:
+            store.set_org_member(r["org"], bool(r["member"]), user)
+        if "team" in r:
+            store.add_team(r["team"], list(r.get("members") or []))
+        if "registry" in r or "project" in r:
+            if "registry" in r:
+                p = store.registry_project(r["registry"])
+            else:
+                ent, _, name = r["project"].partition("/")
+                p = store.project(ent, name)
+                if p is None:
+                    raise StoreError(f"project {r['project']} not found")
+            store.set_project_access(p, r.get("access"), r.get("members"), r.get("add"), r.get("remove"))
 
 
 def _op_name(query: str) -> str | None:

@@ -6,8 +6,8 @@ import base64
 from typing import Any
 
 from wandbfs.emulator.executor import Node
-from wandbfs.emulator.store import Artifact, Collection, Membership, gid
-from wandbfs.emulator.schema.paging import connection, match_filter, _json
+from wandbfs.emulator.store import VIEWER, Artifact, Collection, Membership, gid
+from wandbfs.emulator.schema.paging import connection, match_filter, order_by, version_doc, _json
 from wandbfs.emulator.schema.context import Ctx, shows
 
 
@@ -24,7 +24,7 @@ class CollectionNode(Node):
     def f_description(self) -> str: return self.c.description
     def f_createdAt(self) -> str: return self.c.created_at
     def f_updatedAt(self) -> str: return self.c.updated_at
-    def f_state(self) -> str: return "READY"
+    def f_state(self) -> str: return self.c.state
     def f_digestAlgorithm(self) -> str: return "MANIFEST_MD5"
 
     def f_project(self) -> Node:
@@ -33,27 +33,27 @@ class CollectionNode(Node):
     def f_defaultArtifactType(self) -> Node: return Node("ArtifactType", {"name": self.c.type_name})
 
     def f_tags(self, **_: Any) -> Node:
-        return connection(self.c.tags, lambda t: Node("Tag", {"id": gid("Tag", t), "name": t}))
+        return connection(self.c.tags, tag_node)
 
     def f_aliases(self, after: str | None = None, first: int | None = None, **_: Any) -> Node:
         pairs = [(m, a) for m in self.ctx.store.memberships_of(self.c.id) for a in m.aliases]
         return connection(pairs, lambda p: AliasNode(self.ctx, self.c, p[0], p[1]), after, first)
 
-    def _members(self, filters: Any) -> list[Membership]:
-        flt = _json(filters)
-        ms = self.ctx.store.memberships_of(self.c.id)
-        return [m for m in reversed(ms) if match_filter(
-            {"state": self.ctx.store.artifacts[m.artifact_id].state, "alias": m.aliases}, flt)]
+    def _members(self, filters: Any, order: str | None = None) -> list[Membership]:
+        """Newest first unless ``order`` says otherwise (``-createdAt``, ``+version_index``, ...)."""
+        flt, store = _json(filters), self.ctx.store
+        ms = [m for m in reversed(store.memberships_of(self.c.id)) if match_filter(version_doc(store, m), flt)]
+        return order_by(ms, lambda m: version_doc(store, m), order)
 
     def f_artifacts(self, after: str | None = None, first: int | None = None, order: str | None = None,
                     filters: Any = None, **_: Any) -> Node:
-        return connection(self._members(filters),
+        return connection(self._members(filters, order),
                           lambda m: ArtifactNode(self.ctx, self.ctx.store.artifacts[m.artifact_id], m),
                           after, first, edge_extra=lambda m: {"version": f"v{m.version_index}"})
 
     def f_artifactMemberships(self, after: str | None = None, first: int | None = None,
-                              filters: Any = None, **_: Any) -> Node:
-        return connection(self._members(filters), lambda m: MembershipNode(self.ctx, m), after, first)
+                              filters: Any = None, order: str | None = None, **_: Any) -> Node:
+        return connection(self._members(filters, order), lambda m: MembershipNode(self.ctx, m), after, first)
 
     def f_artifactMembership(self, aliasName: str) -> Node | None:
         m = self.ctx.store.membership_by_alias(self.c, aliasName)
@@ -64,6 +64,21 @@ class CollectionNode(Node):
         if not ms:
             return None
         return ArtifactNode(self.ctx, self.ctx.store.artifacts[ms[-1].artifact_id], ms[-1])
+
+
+def tag_node(name: str) -> Node:
+    """A collection tag (W&B's ``Tag``: its id is stable per name)."""
+    return Node("Tag", {"id": gid("Tag", name), "name": name})
+
+
+def aliases_as_sent(m: Membership) -> list[str]:
+    """A membership's aliases as W&B sends them: its own plus the collection's ``vN``.
+
+    The SDK takes ``Artifact.version`` from that ``vN`` (``alias_is_version_index`` in
+    wandb/sdk/artifacts/artifact.py) and only falls back to the source sequence's index
+    without it, so a version linked into a new collection must say ``v0`` there, not ``v3``.
+    """
+    return [*m.aliases, f"v{m.version_index}"]
 
 
 class AliasNode(Node):
@@ -94,7 +109,8 @@ class MembershipNode(Node):
     def f_id(self) -> str: return self.m.id
     def f_versionIndex(self) -> int: return self.m.version_index
     def f_createdAt(self) -> str: return self.m.created_at
-    def f_aliases(self) -> list[Node]: return [AliasNode(self.ctx, self.c, self.m, a) for a in self.m.aliases]
+    def f_aliases(self) -> list[Node]:
+        return [AliasNode(self.ctx, self.c, self.m, a) for a in aliases_as_sent(self.m)]
     def f_artifactCollection(self) -> Node: return CollectionNode(self.ctx, self.c)
 
     def f_artifact(self) -> Node:
@@ -134,14 +150,14 @@ class ArtifactNode(Node):
     def f_labels(self) -> None: return None
 
     def f_artifactSequence(self) -> Node:
-        return CollectionNode(self.ctx, self.ctx.store.collections[self.a.seq_id])
+        return CollectionNode(self.ctx, self.ctx.store.collection_by_id(self.a.seq_id))  # type: ignore[arg-type]
 
     def f_aliases(self) -> list[Node]:
         out = []
         for m in self.ctx.store.memberships.values():
             if m.artifact_id == self.a.id:
                 c = self.ctx.store.collections[m.collection_id]
-                out.extend(AliasNode(self.ctx, c, m, al) for al in m.aliases)
+                out.extend(AliasNode(self.ctx, c, m, al) for al in aliases_as_sent(m))
         return out
 
     def f_artifactMemberships(self, **_: Any) -> Node:
@@ -169,10 +185,13 @@ class ArtifactNode(Node):
         return connection(items, lambda e: FileNode(self.ctx, self.a, e[0], e[1]), after, first)
 
     def f_createdBy(self) -> Node | None:
-        if not self.a.created_by:
-            return None
-        r = self.ctx.store.run(*self.a.created_by)
-        return self.ctx.node(r) if r else None
+        """The run that logged it, else the user who created it: W&B's ``ArtifactCreator`` is
+        ``Run | User`` and never null (the SDK's ArtifactCreatedBy model takes either)."""
+        r = self.ctx.store.run(*self.a.created_by) if self.a.created_by else None
+        if r is not None:
+            return self.ctx.node(r)
+        entity = self.a.created_by[0] if self.a.created_by else VIEWER
+        return Node("User", {"id": gid("User", entity), "name": entity, "username": entity})
 
     def f_usedBy(self, **_: Any) -> Node:
         runs = [self.ctx.store.run_by_id(u.run_id) for u in self.ctx.store.uses if u.artifact_id == self.a.id]

@@ -8,7 +8,8 @@ from typing import Any, Callable, Iterable
 from wandbfs.emulator.executor import GraphQLFailure, Node
 from wandbfs.emulator.store import VIEWER, Collection, Store, StoreError, gid, now_iso
 from wandbfs.emulator.schema.paging import connection
-from wandbfs.emulator.schema.artifacts import ArtifactNode, MembershipNode, b64_to_hex
+from wandbfs.emulator.schema.artifacts import (ArtifactNode, CollectionNode, MembershipNode, b64_to_hex,
+                                                tag_node)
 from wandbfs.emulator.schema.orgs import ProjectNode
 from wandbfs.emulator.schema.runs import RunNode
 from wandbfs.emulator.schema.context import Ctx
@@ -36,6 +37,9 @@ class MutationRoot(Node):
         entity = input.get("entityName") or VIEWER
         project = input.get("modelName") or "uncategorized"
         name = input.get("name") or input.get("id")
+        if input.get("id") and not input.get("name") and (known := self.store.run_by_id(input["id"])) is not None:
+            # The public API's run.update()/summary.update() name the run by its storage id only.
+            entity, project, name = known.entity, known.project, known.name
         run, inserted = self._guard(lambda: self.store.upsert_run(
             entity, project, name, config=input.get("config"), job_type=input.get("jobType"),
             display_name=input.get("displayName"), summary=input.get("summaryMetrics"),
@@ -116,7 +120,7 @@ class MutationRoot(Node):
 
     def f_updateArtifact(self, input: dict[str, Any]) -> Node:
         art = self.store.artifacts.get(input["artifactID"])
-        if art is None:
+        if art is None or art.state == "DELETED":
             raise GraphQLFailure("artifact not found")
         with self.store.lock:
             if input.get("description") is not None:
@@ -154,6 +158,7 @@ class MutationRoot(Node):
         if not art_id:
             raise GraphQLFailure("artifact not found")
         aliases = [a["alias"] for a in input.get("aliases") or []]
+        self._guard(lambda: self.store.require_project_access(input["entityName"], input["projectName"]))
         m = self._guard(lambda: self.store.link(art_id, input["entityName"], input["projectName"],
                                                 input["artifactPortfolioName"], aliases))
         return Node("LinkArtifactPayload", {"versionIndex": m.version_index,
@@ -166,6 +171,7 @@ class MutationRoot(Node):
     def f_upsertModel(self, input: dict[str, Any]) -> Node:
         entity = input.get("entityName") or VIEWER
         name = input["name"]
+        self._guard(lambda: self.store.require_project_access(entity, name))
         existed = self.store.project(entity, name) is not None
         types = [t["name"] for t in input.get("artifactTypes") or []]
         p = self._guard(lambda: self.store.upsert_project(
@@ -175,3 +181,80 @@ class MutationRoot(Node):
             access=input.get("access")))
         return Node("UpsertModelPayload", {"project": ProjectNode(self.ctx, p), "model": ProjectNode(self.ctx, p),
                                            "inserted": not existed})
+
+    def _registry_members(self, input: dict[str, Any], add: bool) -> Node:
+        """``registry.add_members`` / ``remove_members``: invite or drop users (``User:<n>``
+        ids) and teams (``Entity:<n>``); a project the viewer may not see is a permission error."""
+        p = next((p for p in self.store.projects.values() if p.id == input["projectId"]), None)
+        if p is None:
+            raise GraphQLFailure("project not found")
+        self._guard(lambda: self.store.require_project_access(p.entity, p.name))
+        names = []
+        for mid in [*(input.get("userIds") or []), *(input.get("teamIds") or [])]:
+            e = self.store.entity_by_member_id(mid)
+            if e is None:
+                raise GraphQLFailure(f"user or team {mid} not found")
+            names.append(e.name)
+        self.store.set_project_access(p, add=names if add else None, remove=None if add else names)
+        return Node("Payload", {"success": True})
+
+    def f_createProjectMembers(self, input: dict[str, Any]) -> Node:
+        return self._registry_members(input, add=True)
+
+    def f_deleteProjectMembers(self, input: dict[str, Any]) -> Node:
+        return self._registry_members(input, add=False)
+
+    # deletions and renames: what artifact.delete(), collection.save()/delete() and
+    # registry.save()/delete() send (wandb/sdk/artifacts/_generated/operations.py)
+    def f_deleteArtifact(self, input: dict[str, Any]) -> Node:
+        art = self._guard(lambda: self.store.delete_artifact(input["artifactID"],
+                                                             bool(input.get("deleteAliases"))))
+        return Node("DeleteArtifactPayload", {"artifact": ArtifactNode(self.ctx, art)})
+
+    def _collection_payload(self, c: Collection) -> Node:
+        return Node("ArtifactCollectionPayload", {"artifactCollection": CollectionNode(self.ctx, c)})
+
+    def f_deleteArtifactSequence(self, input: dict[str, Any]) -> Node:
+        return self._collection_payload(self._guard(lambda: self.store.delete_collection(
+            input["artifactSequenceID"], "sequence")))
+
+    def f_deleteArtifactPortfolio(self, input: dict[str, Any]) -> Node:
+        return self._collection_payload(self._guard(lambda: self.store.delete_collection(
+            input["artifactPortfolioID"], "portfolio")))
+
+    def f_updateArtifactSequence(self, input: dict[str, Any]) -> Node:
+        return self._collection_payload(self._guard(lambda: self.store.update_collection(
+            input["artifactSequenceID"], "sequence", name=input.get("name"),
+            description=input.get("description"))))
+
+    def f_updateArtifactPortfolio(self, input: dict[str, Any]) -> Node:
+        return self._collection_payload(self._guard(lambda: self.store.update_collection(
+            input["artifactPortfolioID"], "portfolio", name=input.get("name"),
+            description=input.get("description"))))
+
+    def f_moveArtifactSequence(self, input: dict[str, Any]) -> Node:
+        return self._collection_payload(self._guard(lambda: self.store.move_sequence(
+            input["artifactSequenceID"], input["destinationArtifactTypeName"])))
+
+    def _tags(self, input: dict[str, Any], add: bool) -> list[str]:
+        names = [t["tagName"] for t in input.get("tags") or []]
+        return self._guard(lambda: self.store.tag_collection(
+            input["entityName"], input["projectName"], input["artifactCollectionName"],
+            add=names if add else [], remove=[] if add else names))
+
+    def f_createArtifactCollectionTagAssignments(self, input: dict[str, Any]) -> Node:
+        return Node("CreateArtifactCollectionTagAssignmentsPayload",
+                    {"tags": [tag_node(t) for t in self._tags(input, add=True)]})
+
+    def f_deleteArtifactCollectionTagAssignments(self, input: dict[str, Any]) -> Node:
+        self._tags(input, add=False)
+        return Node("DeleteArtifactCollectionTagAssignmentsPayload", {"success": True})
+
+    def f_renameProject(self, input: dict[str, Any]) -> Node:
+        p = self._guard(lambda: self.store.rename_project(
+            input["entityName"], input["oldProjectName"], input["newProjectName"]))
+        return Node("RenameProjectPayload", {"project": ProjectNode(self.ctx, p), "inserted": False})
+
+    def f_deleteModel(self, input: dict[str, Any]) -> Node:
+        self._guard(lambda: self.store.delete_project(input["id"]))
+        return Node("DeleteModelPayload", {"success": True})

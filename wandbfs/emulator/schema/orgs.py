@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from wandbfs.emulator.executor import Node
+from wandbfs.emulator.executor import GraphQLFailure, Node
 from wandbfs.emulator.store import REGISTRY_PREFIX, Entity, Org, Project, gid
-from wandbfs.emulator.schema.paging import connection, match_filter, _json
+from wandbfs.emulator.schema.paging import (connection, match_filter, order_by, _json, collection_doc,
+                                            project_doc, version_doc)
 from wandbfs.emulator.schema.context import Ctx, shows
+from wandbfs.emulator.schema.runs import select_runs
 
 
 @shows(Org)
@@ -35,7 +37,7 @@ class UserNode(Node):
         super().__init__()
         self.ctx, self.e = ctx, entity
 
-    def f_id(self) -> str: return gid("User", self.e.id)
+    def f_id(self) -> str: return self.ctx.store.member_id(self.e.name)
     def f_entity(self) -> str: return self.e.name
     def f_name(self) -> str: return self.e.name
     def f_username(self) -> str: return self.e.name
@@ -47,9 +49,9 @@ class UserNode(Node):
         """No key is named back (W&B lists the viewer's keys' names; nothing reads them here)."""
         return connection([], lambda k: k)
     def f_teams(self, **_: Any) -> Node:
-        teams = [o.entity for o in self.ctx.store.orgs.values()]
+        teams = [o.entity for o in self.ctx.store.orgs_of(self.e.name)]
         return connection(teams, lambda t: Node("Entity", {"name": t}))
-    def f_organizations(self) -> list[Node]: return [OrgNode(self.ctx, o) for o in self.ctx.store.orgs.values()]
+    def f_organizations(self) -> list[Node]: return [OrgNode(self.ctx, o) for o in self.ctx.store.orgs_of(self.e.name)]
 
 
 @shows(Entity)
@@ -74,25 +76,29 @@ class EntityNode(Node):
         return UserNode(self.ctx, self.e) if self.e.kind == "user" else None
 
     def f_project(self, name: str) -> Node | None:
-        p = self.ctx.store.project(self.e.name, name)
+        """W&B answers a project the viewer may not see as if it did not exist, and one
+        of her org she was not invited to with a permission error."""
+        p = self.ctx.store.visible_project(self.e.name, name)
+        if self.ctx.store.denied_project(self.e.name, name):
+            raise GraphQLFailure("permission denied", code="PERMISSION_ERROR", status=403)
         return ProjectNode(self.ctx, p) if p else None
 
     def f_projects(self, filters: Any = None, after: str | None = None, first: int | None = None,
                    order: str | None = None, **_: Any) -> Node:
         flt = _json(filters)
-        projects = sorted((p for p in self.ctx.store.projects.values() if p.entity == self.e.name),
-                          key=lambda p: p.num)
+        projects = sorted((p for p in self.ctx.store.projects.values()
+                           if p.entity == self.e.name and self.ctx.store.can_see_project(p)), key=lambda p: p.num)
         if self.e.kind == "organization" and not flt:
             projects = [p for p in projects if p.name.startswith(REGISTRY_PREFIX)]
-        projects = [p for p in projects if match_filter(
-            {"name": p.name, "description": p.description, "access": p.access}, flt)]
+        projects = [p for p in projects if match_filter(project_doc(p, self.e.id), flt)]
+        projects = order_by(projects, lambda p: project_doc(p, self.e.id), order)
         return connection(projects, lambda p: ProjectNode(self.ctx, p), after, first)
 
     def _registry_filter(self, project_filters: Any) -> list[Project]:
         flt = _json(project_filters)
         return [p for p in self.ctx.store.projects.values()
                 if p.entity == self.e.name and p.name.startswith(REGISTRY_PREFIX)
-                and match_filter({"name": p.name, "description": p.description}, flt)]
+                and self.ctx.store.can_see_project(p) and match_filter(project_doc(p, self.e.id), flt)]
 
     def f_artifactCollections(self, projectFilters: Any = None, filters: Any = None,
                               collectionTypes: list[str] | None = None, after: str | None = None,
@@ -103,10 +109,9 @@ class EntityNode(Node):
         flt = _json(filters)
         colls = sorted((c for c in self.ctx.store.collections.values()
                         if c.entity == self.e.name and c.project in projects and c.kind in want
-                        and match_filter({"name": c.name, "description": c.description,
-                                          "tag": c.tags, "type": c.type_name}, flt)),
+                        and match_filter(collection_doc(c), flt)),
                        key=lambda c: c.id)
-        return connection(colls, lambda c: self.ctx.node(c), after, first)
+        return connection(order_by(colls, collection_doc, order), lambda c: self.ctx.node(c), after, first)
 
     def f_artifactMemberships(self, projectFilters: Any = None, collectionFilters: Any = None,
                               filters: Any = None, after: str | None = None, first: int | None = None,
@@ -118,12 +123,10 @@ class EntityNode(Node):
         for c in store.collections.values():
             if c.entity != self.e.name or c.project not in projects or c.kind != "portfolio":
                 continue
-            if not match_filter({"name": c.name, "description": c.description, "tag": c.tags}, cflt):
+            if not match_filter(collection_doc(c), cflt):
                 continue
-            for m in store.memberships_of(c.id):
-                a = store.artifacts[m.artifact_id]
-                if match_filter({"alias": m.aliases, "state": a.state, "version": f"v{m.version_index}"}, aflt):
-                    out.append(m)
+            out.extend(m for m in store.memberships_of(c.id) if match_filter(version_doc(store, m), aflt))
+        out = order_by(out, lambda m: version_doc(store, m), order)
         return connection(out, lambda m: self.ctx.node(m), after, first)
 
 
@@ -168,6 +171,14 @@ class ProjectNode(Node):
         c = self.ctx.store.collection(self.p.entity, self.p.name, name)
         return self.ctx.node(c) if c else None
 
+    def f_artifactCollections(self, after: str | None = None, first: int | None = None,
+                              filters: Any = None, order: str | None = None, **_: Any) -> Node:
+        """Every collection of the project, any type (``api.project(...).artifact_collections()``)."""
+        flt = _json(filters)
+        cs = [c for c in self.ctx.store.collections_in(self.p.entity, self.p.name)
+              if match_filter(collection_doc(c), flt)]
+        return connection(order_by(cs, collection_doc, order), lambda c: self.ctx.node(c), after, first)
+
     def f_artifactCollectionMembership(self, name: str) -> Node | None:
         coll, _, token = name.partition(":")
         c = self.ctx.store.collection(self.p.entity, self.p.name, coll)
@@ -186,6 +197,50 @@ class ProjectNode(Node):
 
     def f_bucket(self, name: str, missingOk: bool = False) -> Node | None:
         return self.f_run(name)
+
+    def _member_role(self, name: str) -> Node:
+        """W&B's registry roles; the emulator keeps no per-member role, so members are admins."""
+        return Node("Role", {"name": "admin"})
+
+    def f_members(self) -> list[Node]:
+        """The users invited to the project (``registry.user_members()``)."""
+        store = self.ctx.store
+        users = [store.entities[m] for m in self.p.members if m in store.entities
+                 and store.entities[m].kind == "user"]
+        return [Node("ProjectMember", {"id": store.member_id(e.name), "name": e.name, "username": e.name,
+                                       "email": f"{e.name}@example.com", "role": self._member_role(e.name)})
+                for e in users]
+
+    def f_teamMembers(self) -> list[Node]:
+        """The teams invited to the project (``registry.team_members()``)."""
+        store = self.ctx.store
+        teams = [store.entities[m] for m in self.p.members if m in store.entities
+                 and store.entities[m].kind == "team"]
+        return [Node("ProjectTeamMember", {"team": _team(self.ctx, t), "role": self._member_role(t.name)})
+                for t in teams]
+
+    def f_runs(self, filters: Any = None, after: str | None = None, first: int | None = None,
+               order: str | None = None, **_: Any) -> Node:
+        """``api.runs(path, filters, order)``: the project's runs, filtered and ordered."""
+        runs = select_runs(self.ctx.store, self.p.entity, self.p.name, filters, order)
+        return connection(runs, lambda r: self.ctx.node(r), after, first)
+
+    def f_runCount(self, filters: Any = None, **_: Any) -> int:
+        """How many runs ``filters`` matches (``len(api.runs(...))`` reads this)."""
+        return len(select_runs(self.ctx.store, self.p.entity, self.p.name, filters, None))
+
+
+def _team(ctx: Ctx, t: Entity) -> Node:
+    """A team as the SDK's TeamFragment reads it."""
+    members = [Node("Member", {"id": ctx.store.member_id(u) if u in ctx.store.entities else gid("User", u),
+                               "role": "member", "pending": False, "email": f"{u}@example.com",
+                               "username": u, "name": u, "photoUrl": None, "accountType": "USER",
+                               "apiKey": None}) for u in t.members]
+    return Node("Entity", {"id": ctx.store.member_id(t.name), "name": t.name, "available": True,
+                           "photoUrl": None, "readOnly": False, "readOnlyAdmin": False, "isTeam": True,
+                           "entityType": "team", "privateOnly": False, "storageBytes": 0,
+                           "codeSavingEnabled": False, "defaultAccess": "USER_READ", "isPaid": False,
+                           "members": members})
 
 
 class ArtifactTypeNode(Node):
@@ -207,6 +262,9 @@ class ArtifactTypeNode(Node):
     def f_artifactSequence(self, name: str) -> Node | None:
         return self.f_artifactCollection(name)
 
-    def f_artifactCollections(self, after: str | None = None, first: int | None = None, **_: Any) -> Node:
-        cs = [c for c in self.ctx.store.collections_in(self.p.entity, self.p.name) if c.type_name == self.name]
-        return connection(cs, lambda c: self.ctx.node(c), after, first)
+    def f_artifactCollections(self, after: str | None = None, first: int | None = None,
+                              filters: Any = None, order: str | None = None, **_: Any) -> Node:
+        flt = _json(filters)
+        cs = [c for c in self.ctx.store.collections_in(self.p.entity, self.p.name)
+              if c.type_name == self.name and match_filter(collection_doc(c), flt)]
+        return connection(order_by(cs, collection_doc, order), lambda c: self.ctx.node(c), after, first)

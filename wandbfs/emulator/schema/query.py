@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wandbfs.emulator.executor import Node
+from wandbfs.emulator.executor import GraphQLFailure, Node
 from wandbfs.emulator.store import VIEWER
 from wandbfs.emulator.schema.paging import connection
 from wandbfs.emulator.schema.artifacts import ArtifactNode, CollectionNode
@@ -32,14 +32,17 @@ class QueryRoot(Node):
 
     def f_entity(self, name: str | None = None) -> Node | None:
         e = self.ctx.store.entities.get(name or VIEWER)
-        return EntityNode(self.ctx, e) if e else None
+        return EntityNode(self.ctx, e) if e and self.ctx.store.can_see_entity(e.name) else None
 
     def f_organization(self, name: str | None = None, **_: Any) -> Node | None:
+        """An organization the viewer is not in reads as absent (the SDK: "not found")."""
         o = self.ctx.store.org_by_name_or_entity(name or "")
-        return OrgNode(self.ctx, o) if o else None
+        return OrgNode(self.ctx, o) if o and self.ctx.store.is_org_member(o) else None
 
     def f_project(self, name: str, entityName: str | None = None) -> Node | None:
-        p = self.ctx.store.project(entityName or VIEWER, name)
+        p = self.ctx.store.visible_project(entityName or VIEWER, name)
+        if self.ctx.store.denied_project(entityName or VIEWER, name):
+            raise GraphQLFailure("permission denied", code="PERMISSION_ERROR", status=403)
         return ProjectNode(self.ctx, p) if p else None
 
     def f_model(self, name: str, entityName: str | None = None) -> Node | None:
@@ -49,7 +52,8 @@ class QueryRoot(Node):
                  order: str | None = None, **_: Any) -> Node:
         """An entity's projects (``api.projects(entity)``), oldest first."""
         name = entityName or VIEWER
-        projects = sorted((p for p in self.ctx.store.projects.values() if p.entity == name), key=lambda p: p.num)
+        projects = sorted((p for p in self.ctx.store.projects.values()
+                           if p.entity == name and self.ctx.store.can_see_project(p)), key=lambda p: p.num)
         return connection(projects, lambda p: ProjectNode(self.ctx, p), after, first)
 
     def f_artifact(self, id: str) -> Node | None:
@@ -58,7 +62,8 @@ class QueryRoot(Node):
 
     def f_artifactCollection(self, id: str) -> Node | None:
         c = self.ctx.store.collections.get(id)
-        return CollectionNode(self.ctx, c) if c else None
+        p = self.ctx.store.visible_project(c.entity, c.project) if c else None
+        return CollectionNode(self.ctx, c) if c and p else None
 
     def f_clientIDMapping(self, clientID: str) -> Node | None:
         for a in self.ctx.store.artifacts.values():
