@@ -32,7 +32,7 @@ from wandbfs.catalog.metastore import SAVED_KINDS, MetaStore
 from wandbfs.catalog.urls import SignedUrls
 from wandbfs.model.names import home_entity, version_index
 from wandbfs.model.ttl import TtlMap
-from wandbfs.sdk.client import (BackendError, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
+from wandbfs.sdk.client import (BackendError, Denied, CollectionInfo, CollectionVersions, NotFound, RegistryInfo,
                                 VersionDetail, VersionSummary, VersionsPage, WandbClient)
 from wandbfs.sdk.gate import Gate
 
@@ -225,6 +225,9 @@ class Catalog:
         """Expire the listings under ``prefix`` and load them again now, waiting at most
         ``lookup_timeout`` (W&B hanging keeps the stale copies). Returns how many expired."""
         keys = self._lists.expire_where(self._under(prefix))
+        own = {1: "regs", 2: "colls", 3: "vers"}.get(len(prefix))
+        if own is not None and (own,) + prefix not in keys:
+            keys.append((own,) + prefix)   # what is in the folder now, listed or not before (a rename)
 
         async def reload(key: Key) -> None:
             try:
@@ -274,6 +277,16 @@ class Catalog:
         if value is None and self.nursery is not None:
             value = await self._stale(("orgs",))
         return list(value or [])
+
+    async def registry_access(self, org: str, registry: str) -> None:
+        """``Denied`` if W&B refuses the key ``registry`` (a name its listing lacks); asked
+        once per miss, and a W&B that does not answer leaves the listing's "no" standing."""
+        try:
+            await self._sdk(self.client.registry_access, org, registry)
+        except Denied:
+            raise
+        except BackendError:
+            pass
 
     async def registries(self, org: str, want: str | None = None) -> dict[str, RegistryInfo]:
         """``want``: the registry the caller looks for (a stale listing without it is refreshed

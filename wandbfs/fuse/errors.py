@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from wandbfs.fill.errors import RefDenied, Unsupported
-from wandbfs.sdk.client import AuthError, BackendError, NotFound
+from wandbfs.sdk.client import AuthError, BackendError, Denied, NotFound
 
 __all__ = ["ERRNO_TABLE", "Outcome", "UNEXPECTED", "errno_of", "outcome_of"]
 
@@ -35,6 +35,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], Outcome], ...] = (
     (Unsupported, Outcome(errno.EOPNOTSUPP, logging.WARNING)),
     # the reference's own storage refused us, not W&B
     (RefDenied, Outcome(errno.EACCES, logging.ERROR)),
+    # the key works, but W&B does not let it open this (a restricted registry)
+    (Denied, Outcome(errno.EACCES, logging.WARNING, says="W&B denies this API key access: ")),
     (AuthError, Outcome(errno.EACCES, logging.ERROR, counted=True, says="W&B refused the credentials: ")),
     (BackendError, Outcome(errno.EIO, logging.ERROR, counted=True)),
 )

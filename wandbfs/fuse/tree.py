@@ -135,6 +135,8 @@ class Tree:
         if isinstance(p, Root):          # a pasted project-artifact name: <entity>/...
             return await self._redirect((), name, name)
         if isinstance(p, Org) and home_entity(p.org) is None:   # an org and an entity of one name
+            if is_safe_name(name) and not name.startswith("."):
+                await self.catalog.registry_access(p.org, name)      # unlisted may be restricted: EACCES
             return await self._redirect((p.org,), name, p.org, name)
         return None
 
@@ -207,6 +209,8 @@ class Tree:
             info = await self.catalog.collection(p.org, p.reg, name)
             kind = await self._type_of(p.org, p.reg, name, info)
         except NotFound:
+            if isinstance(p, Registry) and home_entity(p.org) is None and is_safe_name(name):
+                await self.catalog.registry_access(p.org, p.reg)   # a registry closed to the key: EACCES
             return None
         if isinstance(p, TypeDir) and kind != p.type:
             return None

@@ -45,6 +45,11 @@ class BackendError(WandbError):
     pass
 
 
+class Denied(AuthError):
+    """W&B refuses this key the thing asked for ("permission denied"): a restricted registry
+    it was not invited to. EACCES, like refused credentials, with its own log line."""
+
+
 class Unreachable(BackendError):
     """W&B gave no answer (a refused or dropped connection, a timeout, a deadline passed):
     unlike an error W&B sent, this says nothing about the thing asked for."""
@@ -184,6 +189,17 @@ def _no_answer(e: BaseException) -> bool:
     return any(w in low for w in _TRANSPORT_WORDS)
 
 
+def _texts(e: BaseException) -> Iterator[str]:
+    """The messages of ``e`` and what it was raised from (the SDK wraps W&B's answer:
+    "Failed to load registry" from "permission denied")."""
+    cur: BaseException | None = e
+    for _ in range(6):
+        if cur is None:
+            return
+        yield str(cur)
+        cur = cur.__cause__ or cur.__context__
+
+
 def _classify(e: BaseException) -> WandbError:
     from wandb.errors import AuthenticationError, CommError
 
@@ -192,6 +208,8 @@ def _classify(e: BaseException) -> WandbError:
         if _no_answer(e):
             return Unreachable(f"W&B unreachable: {text}")
         return AuthError(text)
+    if any("permission denied" in t.lower() or "PERMISSION_ERROR" in t for t in _texts(e)):
+        return Denied(text)
     if "401" in text or "403" in text and "Forbidden" in text or "not logged in" in text:
         return AuthError(text)
     if isinstance(e, (CommError, ValueError)) and (
@@ -328,6 +346,19 @@ class WandbClient:
                 out.append(RegistryInfo(r.name, parse_time(getattr(r, "created_at", None))))
             return out
         return self._call(run)
+
+    def registry_access(self, org: str, registry: str) -> None:
+        """Raises ``Denied`` when W&B refuses this key the registry (listings leave out what a
+        key may not open, so a name missing from one may be that); nothing if it is absent
+        or open. One request (more while the org's entity is not yet known)."""
+        def run() -> None:
+            self.api().registry(registry, organization=org)
+        try:
+            self._call(run)
+        except Denied:
+            raise
+        except WandbError:
+            pass
 
     def projects(self, entity: str) -> list[RegistryInfo]:
         """An entity's projects that can hold artifacts: one request per 200."""
