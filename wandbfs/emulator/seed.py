@@ -14,7 +14,8 @@ import json
 import random
 from typing import Mapping
 
-from wandbfs.emulator.store import Artifact, Membership, Store
+from wandbfs.emulator.records import Artifact, Membership
+from wandbfs.emulator.store import Store
 
 SOURCE_ENTITY = "alice"
 SOURCE_PROJECT = "demo-source"

@@ -27,7 +27,8 @@ from wandbfs.emulator.faults import (Faults, FaultRule, LogEntry, RequestLog, co
                                      pace)
 from wandbfs.emulator.schema import Ctx, MutationRoot, QueryRoot
 from wandbfs.emulator.signing import UrlSigner
-from wandbfs.emulator.store import VIEWER, Store, StoreError
+from wandbfs.emulator.records import VIEWER, StoreError
+from wandbfs.emulator.store import Store
 
 log = logging.getLogger("wandbfs.emulator")
 

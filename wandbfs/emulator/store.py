@@ -12,243 +12,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
 import os
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REGISTRY_PREFIX = "wandb-registry-"
-VIEWER = "alice"
+from wandbfs.emulator.blobs import BlobStore
+from wandbfs.emulator.records import (REGISTRY_PREFIX, VIEWER, TABLES, Artifact, Collection, Contents, Entity,
+                                      Membership, Org, Project, Run, StoreError, Use, gid, now_iso)
+from wandbfs.emulator.runstream import check_stream_files, stream_file
 
-
-def gid(kind: str, n: int | str) -> str:
-    """W&B ids are base64 of ``Type:number``; the SDK treats them as opaque strings."""
-    return base64.b64encode(f"{kind}:{n}".encode()).decode()
-
-
-def now_iso(ts: float | None = None) -> str:
-    t = datetime.fromtimestamp(ts if ts is not None else time.time(), tz=timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-class StoreError(Exception):
-    """A client mistake; becomes a GraphQL error message, like W&B's own."""
-
-
-@dataclass
-class Org:
-    name: str
-    entity: str
-    id: str
-    # Users in the organization. The viewer is in every org unless a test says otherwise, so
-    # state saved before the permission model existed loads with her in all of them.
-    members: list[str] = field(default_factory=lambda: [VIEWER])
-
-
-@dataclass
-class Entity:
-    name: str
-    id: str
-    kind: str  # "user" | "team" | "organization"
-    org: str | None = None
-    members: list[str] = field(default_factory=list)  # a team's users
-
-
-@dataclass
-class Project:
-    id: str
-    num: int
-    entity: str
-    name: str
-    description: str = ""
-    created_at: str = ""
-    updated_at: str = ""
-    access: str = "PRIVATE"
-    allow_all_types: bool = True
-    artifact_types: list[str] = field(default_factory=list)
-    members: list[str] = field(default_factory=list)  # users and teams invited to a RESTRICTED one
-
-
-@dataclass
-class Collection:
-    id: str
-    entity: str
-    project: str
-    name: str
-    kind: str  # "sequence" | "portfolio"
-    type_name: str
-    description: str = ""
-    created_at: str = ""
-    updated_at: str = ""
-    tags: list[str] = field(default_factory=list)
-    next_index: int = 0
-    state: str = "READY"  # "DELETED" once in Store.deleted_collections
-
-
-@dataclass
-class Artifact:
-    id: str
-    num: int
-    seq_id: str
-    type_name: str
-    digest: str
-    state: str = "PENDING"
-    version_index: int | None = None
-    description: str | None = None
-    metadata: str = "{}"
-    size: int = 0
-    file_count: int = 0
-    manifest_md5: str | None = None
-    created_at: str = ""
-    updated_at: str = ""
-    created_by: list[str] | None = None  # [entity, project, run]
-    client_id: str | None = None
-    pending_aliases: list[str] = field(default_factory=list)
-    history_step: int | None = None
-
-
-@dataclass
-class Membership:
-    id: str
-    collection_id: str
-    artifact_id: str
-    version_index: int
-    aliases: list[str] = field(default_factory=list)
-    created_at: str = ""
-
-
-@dataclass
-class Run:
-    id: str
-    entity: str
-    project: str
-    name: str
-    display_name: str = ""
-    config: str = "{}"
-    job_type: str | None = None
-    state: str = "running"
-    created_at: str = ""
-    heartbeat_at: str = ""
-    summary: str = "{}"
-    files: dict[str, str] = field(default_factory=dict)  # name -> md5 of uploaded content
-    exitcode: int | None = None
-    tags: list[str] = field(default_factory=list)
-    # What file_stream sent: wandb-history.jsonl / wandb-events.jsonl lines as JSON text, and
-    # how many output.log lines (the console itself is not kept).
-    history: list[str] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-    log_line_count: int = 0
-
-
-@dataclass
-class Use:
-    run_id: str
-    artifact_id: str
-    used_as: str | None
-    artifact_entity: str | None
-    artifact_project: str | None
-    at: str
-
-
-def _splice(lines: list[str], offset: int, content: list[str]) -> list[str]:
-    """``content`` written at line ``offset`` (past the end: appended, never a gap)."""
-    start = min(max(offset, 0), len(lines))
-    return lines[:start] + content + lines[start + len(content):]
-
-
-def _check_stream_files(files: Any) -> None:
-    """A file_stream ``files`` map is ``{name: {"offset": int, "content": [str]}}`` and a
-    summary line is a JSON object; anything else is refused whole (ValueError)."""
-    if not isinstance(files, dict):
-        raise ValueError("files must be an object")
-    for fname, chunk in files.items():
-        content = chunk.get("content") if isinstance(chunk, dict) else None
-        if not isinstance(content, list) or not all(isinstance(c, str) for c in content) \
-                or not isinstance(chunk.get("offset", 0), int):
-            raise ValueError(f"bad chunk for {fname}")
-    summary = (files.get("wandb-summary.json") or {}).get("content") or []
-    if summary and not isinstance(json.loads(summary[-1]), dict):
-        raise ValueError("wandb-summary.json must be a JSON object")
-
-
-def _stream_file(r: Run, fname: str, offset: int, content: list[str]) -> None:
-    """One file's chunk of a file_stream POST, kept on the run it belongs to."""
-    if fname == "wandb-history.jsonl":
-        r.history = _splice(r.history, offset, content)
-    elif fname == "wandb-events.jsonl":
-        r.events = _splice(r.events, offset, content)
-    elif fname == "wandb-summary.json" and content:
-        r.summary = content[-1]
-    elif fname == "output.log":
-        r.log_line_count = max(r.log_line_count, offset + len(content))
-
-
-_TABLES = {"orgs": Org, "entities": Entity, "projects": Project, "collections": Collection,
-           "deleted_collections": Collection,
-           "artifacts": Artifact, "memberships": Membership, "runs": Run}
-
-
-@dataclass(frozen=True)
-class Contents:
-    """A manifest's ``contents``: ``(path, entry)`` sorted by path, and by path."""
-
-    items: list[tuple[str, dict[str, Any]]]
-    by_path: dict[str, dict[str, Any]]
-
-
-class BlobStore:
-    """Bytes by md5 hex, as W&B stores artifact files (content-addressed, so dedup is free)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, md5_hex: str) -> Path:
-        if len(md5_hex) != 32 or any(c not in "0123456789abcdef" for c in md5_hex):
-            raise KeyError(md5_hex)
-        return self.root / md5_hex[:2] / md5_hex[2:]
-
-    def has(self, md5_hex: str) -> bool:
-        try:
-            return self.path(md5_hex).is_file()
-        except KeyError:
-            return False
-
-    def put(self, data: bytes) -> str:
-        h = hashlib.md5(data).hexdigest()
-        p = self.path(h)
-        if not p.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + f".tmp{os.getpid()}.{threading.get_ident()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, p)
-        return h
-
-    def put_file(self, src: Path) -> str:
-        """Store a file by streaming it (demo data has a 64 MiB file)."""
-        h = hashlib.md5()
-        with open(src, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        hexd = h.hexdigest()
-        p = self.path(hexd)
-        if not p.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            with open(src, "rb") as fi, open(tmp, "wb") as fo:
-                for chunk in iter(lambda: fi.read(1 << 20), b""):
-                    fo.write(chunk)
-            os.replace(tmp, p)
-        return hexd
-
-    def get(self, md5_hex: str) -> bytes:
-        return self.path(md5_hex).read_bytes()
+__all__ = ["Store"]
 
 
 class Store:
@@ -288,14 +64,14 @@ class Store:
             return
         raw = json.loads(self._snapshot.read_text())
         self.counter = raw["counter"]
-        for table, cls in _TABLES.items():
+        for table, cls in TABLES.items():
             setattr(self, table, {k: cls(**v) for k, v in raw.get(table, {}).items()})
         self.uses = [Use(**u) for u in raw["uses"]]
 
     def save(self) -> None:
         with self.lock:
             raw: dict[str, Any] = {"counter": self.counter, "uses": [dataclasses.asdict(u) for u in self.uses]}
-            for table in _TABLES:
+            for table in TABLES:
                 raw[table] = {k: dataclasses.asdict(v) for k, v in getattr(self, table).items()}
             tmp = self._snapshot.with_suffix(".tmp")
             tmp.write_text(json.dumps(raw))
@@ -915,13 +691,13 @@ class Store:
         summary, and ``complete`` ends the run with its ``exitcode``. None: no such run.
         Raises ValueError (nothing changed) for a summary that is not a JSON object."""
         files = payload.get("files") or {}
-        _check_stream_files(files)
+        check_stream_files(files)
         with self.lock:
             r = self.run(entity, project, name)
             if r is None:
                 return None
             for fname, chunk in files.items():
-                _stream_file(r, fname, chunk.get("offset") or 0, chunk["content"])
+                stream_file(r, fname, chunk.get("offset") or 0, chunk["content"])
             if payload.get("complete"):
                 r.exitcode = payload.get("exitcode")
                 r.state = "finished" if not r.exitcode else "failed"

@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from wandbfs.emulator.executor import Node
-from wandbfs.emulator.store import VIEWER, Artifact, Collection, Membership, gid
+from wandbfs.emulator.records import VIEWER, Artifact, Collection, Membership, gid
 from wandbfs.emulator.schema.paging import connection, match_filter, order_by, version_doc, _json
 from wandbfs.emulator.schema.context import Ctx, shows
 

@@ -6,7 +6,8 @@ import base64
 from typing import Any, Callable, Iterable
 
 from wandbfs.emulator.executor import GraphQLFailure, Node
-from wandbfs.emulator.store import VIEWER, Collection, Store, StoreError, gid, now_iso
+from wandbfs.emulator.records import VIEWER, Collection, StoreError, gid, now_iso
+from wandbfs.emulator.store import Store
 from wandbfs.emulator.schema.paging import connection
 from wandbfs.emulator.schema.artifacts import (ArtifactNode, CollectionNode, MembershipNode, b64_to_hex,
                                                 tag_node)

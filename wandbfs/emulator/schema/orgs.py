@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from wandbfs.emulator.executor import GraphQLFailure, Node
-from wandbfs.emulator.store import REGISTRY_PREFIX, Entity, Org, Project, gid
+from wandbfs.emulator.records import REGISTRY_PREFIX, Entity, Org, Project, gid
 from wandbfs.emulator.schema.paging import (connection, match_filter, order_by, _json, collection_doc,
                                             project_doc, version_doc)
 from wandbfs.emulator.schema.context import Ctx, shows

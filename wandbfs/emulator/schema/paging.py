@@ -8,7 +8,8 @@ import re
 from typing import Any, Callable, Sequence, TypeVar
 
 from wandbfs.emulator.executor import GraphQLFailure, Node
-from wandbfs.emulator.store import Artifact, Collection, Membership, Project, Store
+from wandbfs.emulator.records import Artifact, Collection, Membership, Project
+from wandbfs.emulator.store import Store
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from wandbfs.emulator.executor import GraphQLFailure, Node
-from wandbfs.emulator.store import VIEWER
+from wandbfs.emulator.records import VIEWER
 from wandbfs.emulator.schema.paging import connection
 from wandbfs.emulator.schema.artifacts import ArtifactNode, CollectionNode
 from wandbfs.emulator.schema.orgs import EntityNode, OrgNode, ProjectNode, UserNode

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from wandbfs.emulator.executor import GraphQLFailure, Node
-from wandbfs.emulator.store import VIEWER, Run, Store, gid, now_iso
+from wandbfs.emulator.records import VIEWER, Run, gid, now_iso
+from wandbfs.emulator.store import Store
 from wandbfs.emulator.schema.paging import connection, match_filter, order_by, _json
 from wandbfs.emulator.schema.context import Ctx, shows
 
