@@ -37,7 +37,8 @@ def test_listing_at_every_level(emu, mount, fs_published):
     m = mount()
     root = m.path
     listed = os.listdir(root)
-    assert sorted(n for n in listed if not n.startswith("@")) == sorted(emu.store.orgs) and "acme" in listed
+    mine = sorted(o.name for o in emu.store.orgs_of("alice"))   # the orgs the key's user belongs to
+    assert sorted(n for n in listed if not n.startswith("@")) == mine and "acme" in listed
     assert "@alice" in listed                        # the viewer's entity: its project artifacts
     assert {"model", "dataset", "Fine-tuned Models"} <= set(os.listdir(root / "acme"))
     assert {"resnet50", "bert-base", "fs-tree"} <= set(os.listdir(root / "acme/model"))
@@ -179,13 +180,15 @@ def test_expired_signed_urls_are_refreshed_not_reported(emu, mount, fs_published
     old = emu.signer.lifetime_s
     emu.signer.lifetime_s = 1
     try:
-        assert (v0 / "config.json").read_bytes() == FILES["config.json"]  # the mount now holds v0's URLs
+        # the mount now holds v0's URLs (under load one may expire before its GET: refreshed too)
+        assert (v0 / "config.json").read_bytes() == FILES["config.json"]
         probe = emu.signer.sign(emu.url, "/probe")  # signed after the mount's URLs: expires no earlier
         path, query = probe[len(emu.url):].split("?")
         wait_for(lambda: emu.signer.check(path, query) is not None, timeout=5, what="URLs to expire")
+        emu.log.clear()
         assert (v0 / "tokenizer/vocab.txt").read_bytes() == FILES["tokenizer/vocab.txt"]
         statuses = [e.status for e in blob_gets(emu)]
-        assert statuses == [200, 403, 200]  # refused once, refreshed, served
+        assert statuses == [403, 200]  # refused once, refreshed, served
     finally:
         emu.signer.lifetime_s = old
 
