@@ -138,6 +138,8 @@ class Catalog:
         kind, args = key[0], key[1:]
         if kind == "head":
             return self._load_head(*args)
+        if kind == "access":
+            return self._load_access(*args)
         ttl, name = {"orgs": (self.list_ttl, "viewer_orgs"), "regs": (self.list_ttl, "registries"),
                      "ents": (self.list_ttl, "viewer_entities"), "ent": (self.list_ttl, "entity_exists"),
                      "colls": (self.list_ttl, "collections"), "vers": (self.alias_ttl, "versions"),
@@ -279,14 +281,30 @@ class Catalog:
         return list(value or [])
 
     async def registry_access(self, org: str, registry: str) -> None:
-        """``Denied`` if W&B refuses the key ``registry`` (a name its listing lacks); asked
-        once per miss, and a W&B that does not answer leaves the listing's "no" standing."""
+        """``Denied`` if W&B refuses the key ``registry`` (a name its listing lacks). The
+        answer is kept ``list_ttl`` (a miss asked again does not ask again), asked within
+        ``lookup_timeout``; a W&B that does not answer leaves the listing's "no" standing."""
+        key = ("access", org, registry)
+        verdict = self._lists.get(key)
+        if verdict is None:
+            try:
+                verdict = await self._flight.run(key, lambda: self._load(key), self.lookup_timeout,
+                                                 f"access to {org}/{registry}")
+            except BackendError:
+                return
+        if verdict:
+            raise Denied(verdict)
+
+    async def _load_access(self, org: str, registry: str) -> str:
+        """W&B's refusal of the registry to this key ("" when open or absent), kept."""
         try:
             await self._sdk(self.client.registry_access, org, registry)
-        except Denied:
-            raise
-        except BackendError:
-            pass
+            verdict = ""
+        except Denied as e:
+            verdict = str(e) or "permission denied"
+        except NotFound:
+            verdict = ""
+        return self._lists.put(("access", org, registry), verdict, self.list_ttl)
 
     async def registries(self, org: str, want: str | None = None) -> dict[str, RegistryInfo]:
         """``want``: the registry the caller looks for (a stale listing without it is refreshed

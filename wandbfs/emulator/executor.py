@@ -36,14 +36,19 @@ class Node:
         self._fields = dict(fields or {})
 
     def resolve(self, name: str, args: dict[str, Any]) -> Any:
-        """Return the field's value, or raise KeyError when this node does not serve it."""
+        """Return the field's value, or raise ``Unserved`` when this node does not serve it."""
         if name in self._fields:
             v = self._fields[name]
             return v(args) if callable(v) else v
         meth = getattr(self, "f_" + name, None)
         if meth is None:
-            raise KeyError(name)
+            raise Unserved(name)
         return meth(**args) if args else meth()
+
+
+class Unserved(LookupError):
+    """A field this node does not serve (the executor reports it missing, or an unimplemented
+    mutation as an error). Its own type: a KeyError inside a resolver is a bug, not this."""
 
 
 class GraphQLFailure(Exception):
@@ -161,7 +166,7 @@ def _object(obj: Node, sset: ast.SelectionSetNode, ctx: _Ctx, path: str) -> dict
         args = {a.name.value: _value(a.value, ctx.variables) for a in f.arguments or ()}
         try:
             raw = obj.resolve(name, args)
-        except KeyError:
+        except Unserved:
             if not path and ctx.operation == "mutation":
                 ctx.errors.append({"message": f"mutation {name} is not implemented by the emulator",
                                    "path": [key]})

@@ -241,8 +241,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         ctx = Ctx(self.emu.store, self.emu.signer, self.emu.public_url(self.headers.get("Host")))
         try:
-            res = execute(gql["query"], gql.get("variables"), gql.get("operationName"),
-                          lambda t: QueryRoot(ctx) if t == "query" else MutationRoot(ctx))
+            # One operation at a time against the store: resolvers walk its dicts while a
+            # mutation (or a seeding test) may delete from them; a GraphQL stall is a fault
+            # rule applied before this, so a stalled request does not hold the lock.
+            with self.emu.store.lock:
+                res = execute(gql["query"], gql.get("variables"), gql.get("operationName"),
+                              lambda t: QueryRoot(ctx) if t == "query" else MutationRoot(ctx))
             payload: dict[str, Any] = {"data": res.data}
             status = res.status
             if res.errors:
@@ -540,6 +544,7 @@ class Emulator:
             out.append({"run": f"{run.entity}/{run.project}/{run.name}" if run else None,
                         "artifact_id": u.artifact_id, "used_as": u.used_as,
                         "artifact_entity": u.artifact_entity, "artifact_project": u.artifact_project,
-                        "source": f"{s.collections[art.seq_id].name}:v{art.version_index}" if art else None,
+                        "source": f"{seq.name}:v{art.version_index}"
+                                  if art and (seq := s.collection_by_id(art.seq_id)) else None,
                         "at": u.at})
         return out

@@ -66,6 +66,9 @@ class Store:
         self.counter = raw["counter"]
         for table, cls in TABLES.items():
             setattr(self, table, {k: cls(**v) for k, v in raw.get(table, {}).items()})
+        for key, p in self.projects.items():   # saved before members were: its creator's, as upsert_project does
+            if p.access == "RESTRICTED" and "members" not in raw["projects"][key]:
+                p.members = [VIEWER]
         self.uses = [Use(**u) for u in raw["uses"]]
 
     def save(self) -> None:

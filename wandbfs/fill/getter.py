@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Protocol
 import urllib3
 
 from wandbfs.fill.errors import FetchError, NoSpace, Transient, UrlRefused
-from wandbfs.model.retry_after import retry_after_s
+from wandbfs.model.retry_after import next_wait, retry_after_s
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.model.ranges import content_range_problem
 from wandbfs.sdk.client import AuthError, NotFound
@@ -190,15 +190,15 @@ class RangeGetter:
                                      f"(read timeout {p.read_timeout:g}s, {transient} attempts): {e}") from e
                 if transient >= p.attempts:
                     raise FetchError(f"{self.entry.path}: download failed after {transient} attempts: {e}") from e
-                delay = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
+                backoff = min(p.backoff_max, p.backoff_base * 2 ** (transient - 1)) * (0.5 + random.random() / 2)
+                # Storage said when to come back: that wait is storage's, so it counts against
+                # the read timeout, and one past it fails now (EIO in a bound).
+                delay = next_wait(e.retry_after, backoff, waited, p.read_timeout)
+                if delay is None:
+                    raise FetchError(f"{self.entry.path}: storage asks to retry after {e.retry_after:g}s, past "
+                                     f"the read timeout ({p.read_timeout:g}s): {e}") from e
                 if e.retry_after is not None:
-                    # Storage said when to come back: that wait is storage's, so it counts
-                    # against the read timeout, and one past it fails now (EIO in a bound).
-                    delay = e.retry_after
                     waited += delay
-                    if waited >= p.read_timeout:
-                        raise FetchError(f"{self.entry.path}: storage asks to retry after {delay:g}s, past the "
-                                         f"read timeout ({p.read_timeout:g}s): {e}") from e
                 log.warning("download of %s failed at byte %d (%s); retry %d in %.2fs",
                             self.entry.path, got.pos, e, transient, delay)
                 time.sleep(delay)

@@ -45,7 +45,7 @@ import urllib3
 
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.fill.errors import FetchError, RefChanged, RefDenied, Unsupported
-from wandbfs.model.retry_after import retry_after_s
+from wandbfs.model.retry_after import next_wait, retry_after_s
 from wandbfs.fill.getter import CHUNK, FOLLOW_REDIRECTS, FetchPolicy, FetchStats, Getter, RangeGetter, Sink, deliver
 
 log = logging.getLogger(__name__)
@@ -330,6 +330,7 @@ class HttpSource(_RemoteSource):
     def _prepare(self) -> None:
         p = self.policy
         headers = {k: v for k, v in self.headers.items() if k != "If-Match"}  # to see what it has now
+        asked_total = 0.0   # what the store asked us to wait so far: within the read timeout
         for attempt in range(1, p.attempts + 1):
             asked: float | None = None
             try:
@@ -355,12 +356,13 @@ class HttpSource(_RemoteSource):
                     return
             if attempt == p.attempts:
                 raise FetchError(f"{self._what()}: unreachable after {attempt} attempts: {err}")
-            delay = min(p.backoff_max, p.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            if asked is not None:   # the store said when: that, within the read timeout
-                if asked >= p.read_timeout:
-                    raise FetchError(f"{self._what()}: asks to retry after {asked:g}s, past the read timeout "
-                                     f"({p.read_timeout:g}s): {err}")
-                delay = asked
+            backoff = min(p.backoff_max, p.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            delay = next_wait(asked, backoff, asked_total, p.read_timeout)   # the store said when: that
+            if delay is None:
+                raise FetchError(f"{self._what()}: asks to retry after {asked:g}s, {asked_total:g}s already "
+                                 f"waited, past the read timeout ({p.read_timeout:g}s): {err}")
+            if asked is not None:
+                asked_total += delay
             log.warning("HEAD %s failed (%s); retry %d in %.2fs", self.ref, err, attempt, delay)
             time.sleep(delay)
 

@@ -209,8 +209,11 @@ class Tree:
             info = await self.catalog.collection(p.org, p.reg, name)
             kind = await self._type_of(p.org, p.reg, name, info)
         except NotFound:
-            if isinstance(p, Registry) and home_entity(p.org) is None and is_safe_name(name):
-                await self.catalog.registry_access(p.org, p.reg)   # a registry closed to the key: EACCES
+            if isinstance(p, Registry) and home_entity(p.org) is None and is_safe_name(name) \
+                    and not name.startswith("."):
+                # W&B's collection search leaves out a registry closed to the key: ask (the
+                # answer is kept list_ttl) whether that is why, for EACCES rather than ENOENT
+                await self.catalog.registry_access(p.org, p.reg)
             return None
         if isinstance(p, TypeDir) and kind != p.type:
             return None
@@ -250,9 +253,12 @@ class Tree:
             p = node.place
             if not isinstance(p, (VersionDir, AliasLink, Collection)) or p.scope[:len(prefix)] != prefix[:len(p.scope)]:
                 continue
-            if isinstance(p, Collection):
-                parent_key, name = ("reg", p.org, p.reg), p.coll
-                listed = self.catalog.listed_collection(p.org, p.reg, p.coll)
+            if isinstance(p, Collection):   # in an @entity home, under its type's folder
+                parent_key = ("type", p.org, p.reg, p.type) if p.type else ("reg", p.org, p.reg)
+                name, listed = p.coll, self.catalog.listed_collection(p.org, p.reg, p.coll)
+            elif isinstance(p, QualifiedLink):   # <coll>:<token>, in the registry's folder
+                parent_key, name = ("reg", p.org, p.reg), p.name
+                listed = self.catalog.listed_version(p.org, p.reg, p.coll, p.alias)
             else:
                 parent_key = ("coll", p.org, p.reg, p.coll)
                 name = f"v{p.idx}" if isinstance(p, VersionDir) else p.alias

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import urllib3
 
 from wandbfs.model.manifest import Manifest, parse_manifest
-from wandbfs.model.retry_after import retry_after_s
+from wandbfs.model.retry_after import next_wait, retry_after_s
 from wandbfs.model.names import home_entity, is_artifact_project, qualified_name, registry_project, version_index
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 
 MAX_RETRY_AFTER_S = 10.0
-"""The longest ``Retry-After`` a manifest GET waits before its next try."""
+"""The longest a manifest GET waits in all for what storage's ``Retry-After`` asks."""
 
 
 class WandbError(Exception):
@@ -191,12 +191,14 @@ def _no_answer(e: BaseException) -> bool:
 
 def _texts(e: BaseException) -> Iterator[str]:
     """The messages of ``e`` and what it was raised from (the SDK wraps W&B's answer:
-    "Failed to load registry" from "permission denied")."""
+    "Failed to load registry" from "permission denied"). Local OS errors in the chain are
+    skipped: a file this host may not open (PermissionError) is not W&B refusing the key."""
     cur: BaseException | None = e
     for _ in range(6):
         if cur is None:
             return
-        yield str(cur)
+        if not isinstance(cur, OSError):
+            yield str(cur)
         cur = cur.__cause__ or cur.__context__
 
 
@@ -349,16 +351,22 @@ class WandbClient:
 
     def registry_access(self, org: str, registry: str) -> None:
         """Raises ``Denied`` when W&B refuses this key the registry (listings leave out what a
-        key may not open, so a name missing from one may be that); nothing if it is absent
-        or open. One request (more while the org's entity is not yet known)."""
+        key may not open, so a name missing from one may be that), ``NotFound`` when it is
+        absent; nothing when it is open. One request once the org's entity is known (the
+        SDK's ``Registry.load`` query, sent directly); ``api.registry`` (two) before."""
         def run() -> None:
-            self.api().registry(registry, organization=org)
-        try:
-            self._call(run)
-        except Denied:
-            raise
-        except WandbError:
-            pass
+            entity = self._org_entities.get(org)
+            if entity is None:
+                self.api().registry(registry, organization=org)
+                return
+            from wandb.sdk.artifacts._generated import FETCH_REGISTRY_GQL, FetchRegistry
+
+            found = self.api()._service_api.execute_graphql(
+                FETCH_REGISTRY_GQL, variables={"name": registry_project(registry), "entity": entity},
+                parse=FetchRegistry.model_validate_json)
+            if not (found.entity and found.entity.project):
+                raise NotFound(f"registry {registry!r} not found in {org!r}")
+        self._call(run)
 
     def projects(self, entity: str) -> list[RegistryInfo]:
         """An entity's projects that can hold artifacts: one request per 200."""
@@ -519,8 +527,9 @@ class WandbClient:
             raise NotFound(f"artifact {art.id} has no manifest")
         url = result.artifact.current_manifest.file.direct_url
         last: Exception | None = None
+        asked_total = 0.0
         for attempt in range(3):
-            delay = 0.5 * (attempt + 1)
+            asked = None
             try:
                 r = self._http.request("GET", url, timeout=urllib3.Timeout(connect=10, read=30))
             except urllib3.exceptions.HTTPError as e:
@@ -531,8 +540,15 @@ class WandbClient:
                 last = BackendError(f"manifest GET: HTTP {r.status}")
                 if r.status < 500 and r.status != 429:
                     break
-                # As long as storage asks, up to MAX_RETRY_AFTER_S (the lookup's own deadline bounds the rest).
-                delay = min(MAX_RETRY_AFTER_S, retry_after_s(r.headers.get("Retry-After")) or delay)
+                asked = retry_after_s(r.headers.get("Retry-After"))
+            if attempt == 2:
+                break
+            # As long as storage asks, MAX_RETRY_AFTER_S in all (the lookup's own deadline bounds the rest).
+            delay = next_wait(asked, 0.5 * (attempt + 1), asked_total, MAX_RETRY_AFTER_S)
+            if delay is None:
+                last = BackendError(f"manifest GET: storage asks to retry after {asked:g}s: {last}")
+                break
+            asked_total += delay if asked is not None else 0.0
             time.sleep(delay)
         raise BackendError(f"cannot fetch the manifest of {art.id}: {last}")
 

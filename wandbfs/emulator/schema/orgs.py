@@ -78,10 +78,7 @@ class EntityNode(Node):
     def f_project(self, name: str) -> Node | None:
         """W&B answers a project the viewer may not see as if it did not exist, and one
         of her org she was not invited to with a permission error."""
-        p = self.ctx.store.visible_project(self.e.name, name)
-        if self.ctx.store.denied_project(self.e.name, name):
-            raise GraphQLFailure("permission denied", code="PERMISSION_ERROR", status=403)
-        return ProjectNode(self.ctx, p) if p else None
+        return project_node(self.ctx, self.e.name, name)
 
     def f_projects(self, filters: Any = None, after: str | None = None, first: int | None = None,
                    order: str | None = None, **_: Any) -> Node:
@@ -268,3 +265,13 @@ class ArtifactTypeNode(Node):
         cs = [c for c in self.ctx.store.collections_in(self.p.entity, self.p.name)
               if c.type_name == self.name and match_filter(collection_doc(c), flt)]
         return connection(order_by(cs, collection_doc, order), lambda c: self.ctx.node(c), after, first)
+
+
+def project_node(ctx: Ctx, entity: str, name: str) -> Node | None:
+    """``entity.project(name)`` and ``project(entityName, name)``, as W&B answers them: a
+    project the viewer may not see is null, a restricted registry of her org she was not
+    invited to is HTTP 403 ``permission denied`` (PERMISSION_ERROR)."""
+    if ctx.store.denied_project(entity, name):
+        raise GraphQLFailure("permission denied", code="PERMISSION_ERROR", status=403)
+    p = ctx.store.visible_project(entity, name)
+    return ProjectNode(ctx, p) if p else None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from wandbfs.emulator.executor import GraphQLFailure, Node
+from wandbfs.emulator.executor import Node
 from wandbfs.emulator.records import VIEWER
 from wandbfs.emulator.schema.paging import connection
 from wandbfs.emulator.schema.artifacts import ArtifactNode, CollectionNode
-from wandbfs.emulator.schema.orgs import EntityNode, OrgNode, ProjectNode, UserNode
+from wandbfs.emulator.schema.orgs import EntityNode, OrgNode, ProjectNode, UserNode, project_node
 from wandbfs.emulator.schema.context import Ctx
 
 
@@ -40,10 +40,7 @@ class QueryRoot(Node):
         return OrgNode(self.ctx, o) if o and self.ctx.store.is_org_member(o) else None
 
     def f_project(self, name: str, entityName: str | None = None) -> Node | None:
-        p = self.ctx.store.visible_project(entityName or VIEWER, name)
-        if self.ctx.store.denied_project(entityName or VIEWER, name):
-            raise GraphQLFailure("permission denied", code="PERMISSION_ERROR", status=403)
-        return ProjectNode(self.ctx, p) if p else None
+        return project_node(self.ctx, entityName or VIEWER, name)
 
     def f_model(self, name: str, entityName: str | None = None) -> Node | None:
         return self.f_project(name, entityName)
