@@ -141,3 +141,19 @@ def test_a_registry_the_key_may_not_open_is_eacces(emu, mount):
         assert "W&B denies this API key access" in m.log
     finally:
         emu.store.set_project_access(project, add=["alice"])
+
+
+@pytest.mark.timeout(120)
+def test_whether_a_registry_is_closed_is_asked_once_per_list_ttl(emu, mount):
+    """A collection name W&B does not have makes the mount ask whether the registry is
+    closed to the key (EACCES, not ENOENT); that answer is kept --list-ttl, so a reader
+    probing many missing names costs one such question, not one each."""
+    m = mount("--no-lineage", "--no-warm")
+    os.listdir(m.path / "acme/model")
+    emu.log.clear()
+    for i in range(4):
+        with pytest.raises(FileNotFoundError):
+            os.stat(m.path / "acme/model" / f"none-{uuid.uuid4().hex[:6]}-{i}")
+    asked = [e for e in emu.log.entries("graphql") if e.operation == "FetchRegistry"]
+    assert len(asked) == 1, [e.variables for e in asked]
+
