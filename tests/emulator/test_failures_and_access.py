@@ -210,3 +210,36 @@ def test_registry_members_through_the_sdk(emu, own_org):
     reg.remove_members(store.member_id("alice"))
     assert _registry_names(own_org) == []
     assert store.registry_project(f"{own_org}/secret").members == ["bob", team]
+
+
+def test_changes_to_a_registry_she_may_not_open_are_refused(emu, own_org):
+    """Deletes, renames and tags are writes too: W&B refuses them with a permission error
+    once the viewer is not a member, and nothing changes."""
+    art = wandb.Api().artifact(f"{own_org}/wandb-registry-secret/c:v0")
+    coll = art.collection
+    reg = wandb.Api().registry("secret", organization=own_org)
+    _access(emu, {"registry": f"{own_org}/secret", "access": "RESTRICTED", "members": ["bob"]})
+
+    def refused(fn) -> bool:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - the SDK wraps it in several types
+            chain, cur = [], e
+            while cur is not None:
+                chain.append(str(cur))
+                cur = cur.__cause__ or cur.__context__
+            return any("permission denied" in t for t in chain)
+        return False
+
+    coll.description = "changed by a non-member"
+    assert refused(coll.save)
+    assert refused(coll.delete)
+    assert refused(lambda: art.delete(delete_aliases=True))
+    reg.description = "changed by a non-member"
+    assert refused(reg.save)
+    assert refused(reg.delete)
+
+    _access(emu, {"registry": f"{own_org}/secret", "add": ["alice"]})
+    again = wandb.Api().artifact(f"{own_org}/wandb-registry-secret/c:v0")
+    assert again.id == art.id and again.collection.description != "changed by a non-member"
+    assert wandb.Api().registry("secret", organization=own_org).description != "changed by a non-member"

@@ -207,7 +207,19 @@ class MutationRoot(Node):
 
     # deletions and renames: what artifact.delete(), collection.save()/delete() and
     # registry.save()/delete() send (wandb/sdk/artifacts/_generated/operations.py)
+    def _may_write(self, entity: str, project: str) -> None:
+        """W&B refuses a change to a project the viewer may not open (a restricted registry
+        she is not a member of) with a permission error: deletes and renames too."""
+        self._guard(lambda: self.store.require_project_access(entity, project))
+
+    def _may_write_collection(self, coll_id: str) -> None:
+        c = self.store.collection_by_id(coll_id)
+        if c is not None:
+            self._may_write(c.entity, c.project)
+
     def f_deleteArtifact(self, input: dict[str, Any]) -> Node:
+        if (a := self.store.artifacts.get(input["artifactID"])) is not None:
+            self._may_write_collection(a.seq_id)
         art = self._guard(lambda: self.store.delete_artifact(input["artifactID"],
                                                              bool(input.get("deleteAliases"))))
         return Node("DeleteArtifactPayload", {"artifact": ArtifactNode(self.ctx, art)})
@@ -216,29 +228,35 @@ class MutationRoot(Node):
         return Node("ArtifactCollectionPayload", {"artifactCollection": CollectionNode(self.ctx, c)})
 
     def f_deleteArtifactSequence(self, input: dict[str, Any]) -> Node:
+        self._may_write_collection(input["artifactSequenceID"])
         return self._collection_payload(self._guard(lambda: self.store.delete_collection(
             input["artifactSequenceID"], "sequence")))
 
     def f_deleteArtifactPortfolio(self, input: dict[str, Any]) -> Node:
+        self._may_write_collection(input["artifactPortfolioID"])
         return self._collection_payload(self._guard(lambda: self.store.delete_collection(
             input["artifactPortfolioID"], "portfolio")))
 
     def f_updateArtifactSequence(self, input: dict[str, Any]) -> Node:
+        self._may_write_collection(input["artifactSequenceID"])
         return self._collection_payload(self._guard(lambda: self.store.update_collection(
             input["artifactSequenceID"], "sequence", name=input.get("name"),
             description=input.get("description"))))
 
     def f_updateArtifactPortfolio(self, input: dict[str, Any]) -> Node:
+        self._may_write_collection(input["artifactPortfolioID"])
         return self._collection_payload(self._guard(lambda: self.store.update_collection(
             input["artifactPortfolioID"], "portfolio", name=input.get("name"),
             description=input.get("description"))))
 
     def f_moveArtifactSequence(self, input: dict[str, Any]) -> Node:
+        self._may_write_collection(input["artifactSequenceID"])
         return self._collection_payload(self._guard(lambda: self.store.move_sequence(
             input["artifactSequenceID"], input["destinationArtifactTypeName"])))
 
     def _tags(self, input: dict[str, Any], add: bool) -> list[str]:
         names = [t["tagName"] for t in input.get("tags") or []]
+        self._may_write(input["entityName"], input["projectName"])
         return self._guard(lambda: self.store.tag_collection(
             input["entityName"], input["projectName"], input["artifactCollectionName"],
             add=names if add else [], remove=[] if add else names))
@@ -252,10 +270,13 @@ class MutationRoot(Node):
         return Node("DeleteArtifactCollectionTagAssignmentsPayload", {"success": True})
 
     def f_renameProject(self, input: dict[str, Any]) -> Node:
+        self._may_write(input["entityName"], input["oldProjectName"])
         p = self._guard(lambda: self.store.rename_project(
             input["entityName"], input["oldProjectName"], input["newProjectName"]))
         return Node("RenameProjectPayload", {"project": ProjectNode(self.ctx, p), "inserted": False})
 
     def f_deleteModel(self, input: dict[str, Any]) -> Node:
+        if (p := next((p for p in self.store.projects.values() if p.id == input["id"]), None)) is not None:
+            self._may_write(p.entity, p.name)
         self._guard(lambda: self.store.delete_project(input["id"]))
         return Node("DeleteModelPayload", {"success": True})
