@@ -199,6 +199,24 @@ class Fetcher:
 
     WARM_DELAY = 0.02
 
+    async def not_cached(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        """Those of ``entries`` not in the cache with our verified mark (the rest are noted as
+        verified). One worker thread looks at them one after another: on a new mount after
+        the page cache was dropped each look is a disk read, and a version's hundreds of
+        small files checked at once would queue ahead of the reads a reader waits for."""
+        def look() -> tuple[list[ManifestEntry], list[Path]]:
+            missing, found = [], []
+            for e in entries:
+                hit, marked = self._lookup_marked(e)
+                if hit is not None and marked:
+                    found.append(hit)
+                else:
+                    missing.append(e)
+            return missing, found
+        missing, found = await trio.to_thread.run_sync(look, limiter=self.background)
+        self._verified.update(found)
+        return missing
+
     @contextlib.contextmanager
     def foreground(self) -> Iterator[None]:
         """A reader is waiting for bytes (an attach, or a read of a range not yet present)."""
@@ -255,8 +273,12 @@ class Fetcher:
     async def _start(self, detail: VersionDetail, entry: ManifestEntry, key: Path,
                      limiter: trio.CapacityLimiter) -> Path | FillItem | UncachedStream:
         lock = contextlib.ExitStack()
-        # A hit needs no lock (objects appear by an atomic rename) and no write access.
-        hit = await self._checked_hit(entry, limiter)
+        # A hit needs no lock (objects appear by an atomic rename) and no write access. A
+        # reader's open looks on the loop thread (a stat and an xattr of the local cache: no
+        # thread hop); a warm-up's looks in a thread, so checking a version's small files
+        # against a cold disk never holds up the reads being served.
+        off_loop = limiter is self.background
+        hit = await self._checked_hit(entry, limiter, off_loop=off_loop)
         if hit is not None:
             return hit
         if self._stopping:   # after cancel_all: no new download (its temp would be left behind)
@@ -280,7 +302,7 @@ class Fetcher:
             return self._uncached(detail, entry, why, quiet=self.cache.read_only)
         try:
             # Someone may have brought it in while we waited for the lock.
-            hit = await self._checked_hit(entry, limiter)
+            hit = await self._checked_hit(entry, limiter, off_loop=off_loop)
             if hit is not None:
                 lock.close()
                 return hit
@@ -342,16 +364,26 @@ class Fetcher:
             tier.note(objects_read=1)
         return factory
 
-    async def _checked_hit(self, entry: ManifestEntry, limiter: trio.CapacityLimiter | None = None) -> Path | None:
+    def _lookup_marked(self, entry: ManifestEntry) -> tuple[Path | None, bool]:
+        """The cached object (or ``None``) and whether it carries our verified mark."""
+        hit = self.cache.lookup(entry)
+        return hit, hit is not None and self.cache.is_marked_verified(hit, entry)
+
+    async def _checked_hit(self, entry: ManifestEntry, limiter: trio.CapacityLimiter | None = None, *,
+                           off_loop: bool = False) -> Path | None:
         """The cached object if it is there and its bytes are right; a wrong one is removed.
 
         Written by the SDK or another mount: the SDK never verifies what it downloads, so an
-        object without our verified mark is hashed once per mount before it is served."""
-        hit = self.cache.lookup(entry)
+        object without our verified mark is hashed once per mount before it is served.
+        ``off_loop``: look in a worker thread (background work), not on the loop thread."""
+        limiter = limiter or self.limiter
+        if off_loop:
+            hit, marked = await trio.to_thread.run_sync(self._lookup_marked, entry, limiter=limiter)
+        else:
+            hit, marked = self._lookup_marked(entry)
         if hit is None:
             return None
-        if self.cache.is_marked_verified(hit, entry) or await trio.to_thread.run_sync(
-                self._verify_and_mark, hit, entry, limiter=limiter or self.limiter):
+        if marked or await trio.to_thread.run_sync(self._verify_and_mark, hit, entry, limiter=limiter):
             self._verified.add(hit)
             return hit
         # Removed without the object lock: at worst a copy another mount just renamed in goes

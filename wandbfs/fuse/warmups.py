@@ -18,8 +18,9 @@ dropped: a warm-up is only ever a head start).
 
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -102,13 +103,13 @@ class Warmups:
         except Exception as e:  # noqa: BLE001 - warm-ups are best effort
             log.debug("warm-up %s%r: %s", getattr(fn, "__name__", fn), args[:4], e)
 
-    async def _each(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]],
+    async def _each(self, items: Iterable[Any] | AsyncIterable[Any], fn: Callable[[Any], Awaitable[Any]],
                     enough: Callable[[], bool] = lambda: False) -> None:
         """``fn`` on every item, ``PARALLEL`` at most in flight across all warm-ups; items are
         taken from ``items`` only as slots free up (nothing is queued per item), until
         ``enough()``."""
         async with trio.open_nursery() as n:
-            for item in items:
+            async for item in _aiter(items):
                 await self._slots.acquire()
                 if enough():
                     self._slots.release()
@@ -137,15 +138,26 @@ class Warmups:
             await self._quietly(self.catalog.file_url, detail, entry.path)
 
     async def _small_files(self, detail: VersionDetail, opened: ManifestEntry | None) -> None:
+        """The picked files not in the cache yet (on a remount, usually none: they are looked
+        up in one thread, in batches, before any fetch is started)."""
         async def one(entry: ManifestEntry) -> None:
             await self.fetcher.warm(detail, entry)
-        await self._each(self._pick_small(detail, opened), one)
+
+        async def missing() -> AsyncIterator[ManifestEntry]:
+            picked = self._pick_small(detail, opened)
+            while batch := list(itertools.islice(picked, self.PARALLEL * 8)):
+                for e in await self.fetcher.not_cached(batch):
+                    yield e
+        await self._each(missing(), one)
 
     def _pick_small(self, detail: VersionDetail, opened: ManifestEntry | None) -> Iterator[ManifestEntry]:
         """The small stored files to warm: all of them if there are at most ``SMALL_FILES``
-        (and ``VERSION_BYTES``), else the ones after ``opened`` in its folder, within both."""
+        (and ``VERSION_BYTES``), else the ones after ``opened`` in its folder, within both.
+        Never ``opened`` itself: its reader is attaching it already."""
+        skip = opened.path if opened is not None else None
+
         def small(e: Any) -> bool:
-            return e.__class__ is ManifestEntry and e.ref is None and e.size <= self.SMALL_FILE
+            return e.__class__ is ManifestEntry and e.ref is None and e.size <= self.SMALL_FILE and e.path != skip
 
         count = total = 0
         for e in detail.manifest.entries.values():
@@ -170,3 +182,13 @@ class Warmups:
             if count > self.SMALL_FILES or total > self.VERSION_BYTES:
                 return
             yield e
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """``items`` as an async iterator, whichever kind it is."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
