@@ -316,6 +316,7 @@ class ObjectCache:
         self.locks_dir = self.artifacts_dir / "locks"
         self.object_mode = (0o666 & ~_current_umask()) if object_mode is None else object_mode
         self.fsync = fsync
+        self._paths: dict[tuple[str, str, str | None], Path] = {}   # path_for's answers (see there)
         self.read_only = False
         """Set once a write into the cache failed with EROFS/EACCES (see :meth:`note_unwritable`)."""
 
@@ -355,10 +356,22 @@ class ObjectCache:
 
     # --- paths and lookup -------------------------------------------------
 
+    PATHS_KEPT = 4096
+
     def path_for(self, entry: ManifestEntry) -> Path:
-        """Path the entry's object has (or would have) in the cache."""
-        key = object_key(entry)
-        return self.obj_dir / key.kind / key.hex[:2] / key.hex[2:]
+        """Path the entry's object has (or would have) in the cache.
+
+        Kept for the last ``PATHS_KEPT`` entries asked about: an open asks several times
+        (the reader, the fetcher, the hit check), and building a ``Path`` from the digest
+        was a fifth of the daemon's time when a new mount opens many small cached files."""
+        k = (entry.digest, entry.alg, entry.ref)   # all object_key reads
+        path = self._paths.get(k)
+        if path is None:
+            if len(self._paths) >= self.PATHS_KEPT:
+                self._paths.clear()
+            key = object_key(entry)
+            path = self._paths[k] = self.obj_dir / key.kind / key.hex[:2] / key.hex[2:]
+        return path
 
     def lookup(self, entry: ManifestEntry) -> Path | None:
         """Return the object's path on a hit, else ``None``.
