@@ -18,9 +18,10 @@ dropped: a warm-up is only ever a head start).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -103,13 +104,13 @@ class Warmups:
         except Exception as e:  # noqa: BLE001 - warm-ups are best effort
             log.debug("warm-up %s%r: %s", getattr(fn, "__name__", fn), args[:4], e)
 
-    async def _each(self, items: Iterable[Any] | AsyncIterable[Any], fn: Callable[[Any], Awaitable[Any]],
+    async def _each(self, items: Iterable[Any] | AsyncGenerator[Any, None], fn: Callable[[Any], Awaitable[Any]],
                     enough: Callable[[], bool] = lambda: False) -> None:
         """``fn`` on every item, ``PARALLEL`` at most in flight across all warm-ups; items are
         taken from ``items`` only as slots free up (nothing is queued per item), until
         ``enough()``."""
-        async with trio.open_nursery() as n:
-            async for item in _aiter(items):
+        async with trio.open_nursery() as n, contextlib.aclosing(_aiter(items)) as it:
+            async for item in it:
                 await self._slots.acquire()
                 if enough():
                     self._slots.release()
@@ -143,7 +144,7 @@ class Warmups:
         async def one(entry: ManifestEntry) -> None:
             await self.fetcher.warm(detail, entry)
 
-        async def missing() -> AsyncIterator[ManifestEntry]:
+        async def missing() -> AsyncGenerator[ManifestEntry, None]:
             picked = self._pick_small(detail, opened)
             while batch := list(itertools.islice(picked, self.PARALLEL * 8)):
                 for e in await self.fetcher.not_cached(batch):
@@ -184,11 +185,12 @@ class Warmups:
             yield e
 
 
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    """``items`` as an async iterator, whichever kind it is."""
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
+def _aiter(items: Iterable[Any] | AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+    """``items`` as an async generator (closed by ``_each`` when it stops early)."""
+    if isinstance(items, AsyncGenerator):
+        return items
+
+    async def each() -> AsyncGenerator[Any, None]:
         for item in items:
             yield item
+    return each()
