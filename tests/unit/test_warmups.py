@@ -16,10 +16,9 @@ from typing import Any, Iterator
 import pytest
 import trio
 
-from tests.unit.test_reader import MiB, Blobs, entry_of
-from wandbfs.cache.eviction import CacheLimits, Evictor
+from tests.unit.test_reader import MiB, Blobs, entry_of, run
 from wandbfs.cache.store import ObjectCache
-from wandbfs.fill.fetcher import Fetcher, FetchPolicy
+from wandbfs.fill.fetcher import Fetcher
 from wandbfs.fuse.warmups import Warmups
 from wandbfs.model.manifest import ManifestEntry, parse_manifest
 from wandbfs.sdk.client import VersionDetail
@@ -51,20 +50,10 @@ def version_of(files: dict[str, bytes]) -> VersionDetail:
 
 
 def mount_run(blobs: Blobs, root: Path, body: Any) -> Any:
-    """``body(fetcher, cache)`` in a trio run with a fresh fetcher: one mount's life."""
-    async def main() -> Any:
-        async def url_source(detail: Any, path: str, refresh: bool) -> str:
-            return blobs.url(path)
-        cache = WatchedCache(root)
-        fetcher = Fetcher(cache, url_source, policy=FetchPolicy(part_size=MiB, backoff_base=0.01, read_timeout=5),
-                          evictor=Evictor(cache, CacheLimits()))
-        try:
-            async with trio.open_nursery() as n:
-                fetcher.nursery = n
-                return await body(fetcher, cache)
-        finally:
-            fetcher.close()
-    return trio.run(main)
+    """``body(fetcher, cache)`` in a trio run with a fresh fetcher and cache: one mount's life."""
+    cache = WatchedCache(root)
+    result, _counters = run(blobs, cache, lambda fetcher, _reader: body(fetcher, cache))
+    return result
 
 
 def test_a_remounts_warm_up_looks_in_a_thread_and_fetches_only_what_is_missing(blobs, tmp_path):
