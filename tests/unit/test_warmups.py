@@ -10,6 +10,7 @@ has, fetches what is missing, and leaves the opened file to its own reader."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +20,7 @@ import trio
 from tests.unit.test_reader import MiB, Blobs, entry_of, run
 from wandbfs.cache.store import ObjectCache
 from wandbfs.fill.fetcher import Fetcher
+from wandbfs.fill.reader import ObjectReader
 from wandbfs.fuse.warmups import Warmups
 from wandbfs.model.manifest import ManifestEntry, parse_manifest
 from wandbfs.sdk.client import VersionDetail
@@ -37,9 +39,11 @@ class WatchedCache(ObjectCache):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.looked: list[tuple[str, str]] = []
+        self.looked_at: list[tuple[str, float]] = []   # time.monotonic() of each look-up
 
     def lookup(self, entry: ManifestEntry) -> Path | None:
         self.looked.append((entry.path, threading.current_thread().name))
+        self.looked_at.append((entry.path, time.monotonic()))
         return super().lookup(entry)
 
 
@@ -88,3 +92,44 @@ def test_a_remounts_warm_up_looks_in_a_thread_and_fetches_only_what_is_missing(b
     async def check(fetcher: Fetcher, cache: WatchedCache) -> list[str]:
         return [p for p in small if cache.lookup(entries[p]) is None]
     assert mount_run(blobs, tmp_path, check) == []
+
+
+def test_a_cached_file_being_read_holds_its_versions_look_ups_back_until_it_pauses(blobs, tmp_path):
+    """The opened file is in the cache and read on: the warm-up looks nothing up until the
+    reads pause for QUIET_S (the file still open), and then it does its work."""
+    files = {f"conf/{i:02d}.json": bytes([i]) * (1000 + i) for i in range(10)}
+    files["model.bin"] = b"m" * (2 * MiB)
+    blobs.files.update(files)
+    detail = version_of(files)
+    entries = detail.manifest.entries
+    opened = entries["model.bin"]
+
+    async def first_mount(fetcher: Fetcher, cache: WatchedCache) -> None:
+        for e in entries.values():
+            await fetcher.ensure(detail, e)
+    mount_run(blobs, tmp_path, first_mount)
+
+    async def new_mount(fetcher: Fetcher, cache: WatchedCache) -> tuple[float, float]:
+        reader = ObjectReader(fetcher, detail, opened)
+        async with trio.open_nursery() as n:
+            n.start_soon(reader.start)
+            warm = Warmups(None, fetcher, nursery=n)  # type: ignore[arg-type] - no catalog needed
+            warm.QUIET_S = 1.0   # reads below come every 10 ms: a wide margin on a loaded machine
+            warm.file_opened(detail, opened, reader)
+            with trio.fail_after(30):
+                t_end = time.monotonic() + 1.5
+                off = 0
+                while time.monotonic() < t_end:   # 1.5 s of reads, as a large file's reader does
+                    off = (off + (64 << 10)) % opened.size
+                    assert len(await reader.read(off, 64 << 10)) > 0
+                    await trio.sleep(0.01)
+                stopped = time.monotonic()
+                while not any(p != "model.bin" for p, _ in cache.looked_at):   # the file stays open
+                    await trio.sleep(0.01)
+                first_look = min(t for p, t in cache.looked_at if p != "model.bin")
+                assert reader.source == "cache" and not reader.closed
+            reader.close()
+        return stopped, first_look
+
+    stopped, first_look = mount_run(blobs, tmp_path, new_mount)
+    assert first_look >= stopped, f"looked up {stopped - first_look:.2f} s before the reads paused"

@@ -84,6 +84,7 @@ class ObjectReader:
         self.tail_unverified = False                # a read of the file's end was served unverified
         self.closed = False
         self.hit = False                            # the object was in the cache when attached
+        self.last_read = trio.current_time()        # when a read was last served (from the open on)
         self._fd = -1
         self._item: FillItem | None = None          # holds one reference while set
         self._stream: UncachedStream | None = None  # counted in its users while set
@@ -120,6 +121,7 @@ class ObjectReader:
         tells the FUSE layer to drop the file's pages from the kernel cache."""
         if self.failed is not None:
             raise self.failed.with_traceback(None)
+        self.last_read = trio.current_time()
         if self._fd >= 0:
             data = os.pread(self._fd, size, off)
             self.counters.bytes_from_cache += len(data)
@@ -137,6 +139,13 @@ class ObjectReader:
         if self.latency is not None:
             self.latency(time.monotonic() - t0)
         return data
+
+    async def settled(self) -> None:
+        """Return once the reader has its source, or its attach failed (never raises)."""
+        try:
+            await self._attach()
+        except Exception:  # noqa: BLE001 - the read that needs the bytes reports it
+            pass
 
     def close(self) -> None:
         """Let go of everything (idempotent). Reads or an attach still in flight drop what

@@ -257,7 +257,7 @@ class WandbFS(pyfuse3.Operations):
         self.uses.opened(place, detail, ctx.pid, ctx.uid)
         if self.nursery is not None:
             self.nursery.start_soon(reader.start)  # hold a cached object now, or start its fill
-            self.warmups.file_opened(detail, place.entry)
+            self.warmups.file_opened(detail, place.entry, reader)
         # keep_cache only for verified bytes. Streaming serves pages before the digest is
         # known; a reader may stop early, or the digest may fail: an open of an object not
         # (yet) verified is made without keep_cache, so the kernel drops whatever pages it

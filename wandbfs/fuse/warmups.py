@@ -27,6 +27,7 @@ import trio
 
 from wandbfs.catalog.catalog import Catalog
 from wandbfs.fill.fetcher import Fetcher
+from wandbfs.fill.reader import ObjectReader
 from wandbfs.model.manifest import ManifestEntry
 from wandbfs.sdk.client import VersionDetail
 
@@ -44,6 +45,8 @@ class Warmups:
     SMALL_FILES = 1000       # ... at most this many per version
     VERSION_BYTES = 256 << 20
     PARALLEL = 8             # warm-up fetches in flight, all warm-ups together
+    QUIET_S = 0.25           # a first open read from the cache: its small files wait for a pause this long
+    HOLD_S = 10.0            # ... or this long at most
     URL_QUEUE = 64           # looked-up files waiting for their URL warm-up
 
     def __init__(self, catalog: Catalog, fetcher: Fetcher, *, enabled: bool = True,
@@ -86,10 +89,11 @@ class Warmups:
         if self.enabled and self.nursery is not None:
             self.catalog.urls.early(org, reg, coll, idx, name, self.nursery)
 
-    def file_opened(self, detail: VersionDetail, entry: ManifestEntry | None = None) -> None:
+    def file_opened(self, detail: VersionDetail, entry: ManifestEntry | None = None,
+                    reader: ObjectReader | None = None) -> None:
         """``entry``: the file opened (in a version with many small files, its folder's next
-        files are the ones warmed)."""
-        self._start(("files", detail.artifact_id, detail.index), self._small_files, detail, entry)
+        files are the ones warmed); ``reader``: its reader (see ``_quiet``)."""
+        self._start(("files", detail.artifact_id, detail.index), self._small_files, detail, entry, reader)
 
     # ---- running them ----------------------------------------------------------------
     def _start(self, key: tuple[Any, ...], fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -138,14 +142,37 @@ class Warmups:
         async for detail, entry in self._url_out:
             await self._quietly(self.catalog.file_url, detail, entry.path)
 
-    async def _small_files(self, detail: VersionDetail, opened: ManifestEntry | None) -> None:
+    async def _quiet(self, reader: ObjectReader) -> None:
+        """While the opened file is read from the cache, wait (at most ``HOLD_S``) until it is
+        closed or has not been read for ``QUIET_S``. Its version was read before, so its small
+        files are likely cached too, and looking them up means a disk read each on a cold
+        disk: hundreds of them between a large file's reads cost it a tenth of its speed
+        (bench R1). A file being downloaded does not wait here: the fetcher holds warm-ups
+        back while a reader waits for bytes."""
+        with trio.move_on_after(self.HOLD_S):
+            await reader.settled()
+            while reader.source == "cache":
+                idle = trio.current_time() - reader.last_read
+                if idle >= self.QUIET_S:
+                    return
+                await trio.sleep(self.QUIET_S - idle)
+
+    async def _small_files(self, detail: VersionDetail, opened: ManifestEntry | None,
+                           reader: ObjectReader | None = None) -> None:
         """The picked files not in the cache yet (on a remount, usually none: they are looked
         up in one thread, in batches, before any fetch is started)."""
+        picked = self._pick_small(detail, opened)
+        first = next(picked, None)
+        if first is None:   # a version of one file (or of large ones): nothing to wait for
+            return
+        picked = itertools.chain((first,), picked)
+        if reader is not None:
+            await self._quiet(reader)
+
         async def one(entry: ManifestEntry) -> None:
             await self.fetcher.warm(detail, entry)
 
         async def missing() -> AsyncGenerator[ManifestEntry, None]:
-            picked = self._pick_small(detail, opened)
             while batch := list(itertools.islice(picked, self.PARALLEL * 8)):
                 for e in await self.fetcher.not_cached(batch):
                     yield e
