@@ -60,19 +60,30 @@ def mount_run(blobs: Blobs, root: Path, body: Any) -> Any:
     return result
 
 
-def test_a_remounts_warm_up_looks_in_a_thread_and_fetches_only_what_is_missing(blobs, tmp_path):
-    files = {f"conf/{i:02d}.json": bytes([i]) * (1000 + i) for i in range(20)}
+def cached_version(blobs: Blobs, root: Path, n: int, cached: Any) -> VersionDetail:
+    """A version of ``n`` small files under ``conf/`` and a 2 MiB ``model.bin`` on the blob
+    server, the files ``cached(path)`` says put in the cache by a first mount."""
+    files = {f"conf/{i:02d}.json": bytes([i]) * (1000 + i) for i in range(n)}
     files["model.bin"] = b"m" * (2 * MiB)
     blobs.files.update(files)
     detail = version_of(files)
-    entries = detail.manifest.entries
-    opened = entries["model.bin"]
-    cached = [p for p in files if p.startswith("conf/") and int(p[5:7]) % 2 == 0]
 
     async def first_mount(fetcher: Fetcher, cache: WatchedCache) -> None:
-        for p in cached:
-            await fetcher.ensure(detail, entries[p])
-    mount_run(blobs, tmp_path, first_mount)
+        for p, e in detail.manifest.entries.items():
+            if cached(p):
+                await fetcher.ensure(detail, e)
+    mount_run(blobs, root, first_mount)
+    return detail
+
+
+def test_a_remounts_warm_up_looks_in_a_thread_and_fetches_only_what_is_missing(blobs, tmp_path):
+    def even(p: str) -> bool:
+        return p.startswith("conf/") and int(p[5:7]) % 2 == 0
+    detail = cached_version(blobs, tmp_path, 20, even)
+    entries = detail.manifest.entries
+    opened = entries["model.bin"]
+    files = list(entries)
+    cached = [p for p in files if even(p)]
     gets_before = blobs.gets
 
     async def new_mount(fetcher: Fetcher, cache: WatchedCache) -> tuple[list[tuple[str, str]], str]:
@@ -97,17 +108,8 @@ def test_a_remounts_warm_up_looks_in_a_thread_and_fetches_only_what_is_missing(b
 def test_a_cached_file_being_read_holds_its_versions_look_ups_back_until_it_pauses(blobs, tmp_path):
     """The opened file is in the cache and read on: the warm-up looks nothing up until the
     reads pause for QUIET_S (the file still open), and then it does its work."""
-    files = {f"conf/{i:02d}.json": bytes([i]) * (1000 + i) for i in range(10)}
-    files["model.bin"] = b"m" * (2 * MiB)
-    blobs.files.update(files)
-    detail = version_of(files)
-    entries = detail.manifest.entries
-    opened = entries["model.bin"]
-
-    async def first_mount(fetcher: Fetcher, cache: WatchedCache) -> None:
-        for e in entries.values():
-            await fetcher.ensure(detail, e)
-    mount_run(blobs, tmp_path, first_mount)
+    detail = cached_version(blobs, tmp_path, 10, lambda p: True)
+    opened = detail.manifest.entries["model.bin"]
 
     async def new_mount(fetcher: Fetcher, cache: WatchedCache) -> tuple[float, float]:
         reader = ObjectReader(fetcher, detail, opened)
