@@ -18,10 +18,9 @@ dropped: a warm-up is only ever a head start).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-from typing import Any, AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -108,13 +107,13 @@ class Warmups:
         except Exception as e:  # noqa: BLE001 - warm-ups are best effort
             log.debug("warm-up %s%r: %s", getattr(fn, "__name__", fn), args[:4], e)
 
-    async def _each(self, items: Iterable[Any] | AsyncGenerator[Any, None], fn: Callable[[Any], Awaitable[Any]],
+    async def _each(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]],
                     enough: Callable[[], bool] = lambda: False) -> None:
         """``fn`` on every item, ``PARALLEL`` at most in flight across all warm-ups; items are
         taken from ``items`` only as slots free up (nothing is queued per item), until
         ``enough()``."""
-        async with trio.open_nursery() as n, contextlib.aclosing(_aiter(items)) as it:
-            async for item in it:
+        async with trio.open_nursery() as n:
+            for item in items:
                 await self._slots.acquire()
                 if enough():
                     self._slots.release()
@@ -161,22 +160,16 @@ class Warmups:
                            reader: ObjectReader | None = None) -> None:
         """The picked files not in the cache yet (on a remount, usually none: they are looked
         up in one thread, in batches, before any fetch is started)."""
-        picked = self._pick_small(detail, opened)
-        first = next(picked, None)
-        if first is None:   # a version of one file (or of large ones): nothing to wait for
-            return
-        picked = itertools.chain((first,), picked)
-        if reader is not None:
-            await self._quiet(reader)
-
         async def one(entry: ManifestEntry) -> None:
             await self.fetcher.warm(detail, entry)
 
-        async def missing() -> AsyncGenerator[ManifestEntry, None]:
-            while batch := list(itertools.islice(picked, self.PARALLEL * 8)):
-                for e in await self.fetcher.not_cached(batch):
-                    yield e
-        await self._each(missing(), one)
+        picked = self._pick_small(detail, opened)
+        batch = list(itertools.islice(picked, self.PARALLEL * 8))
+        if batch and reader is not None:   # a version of one file has nothing to wait for
+            await self._quiet(reader)
+        while batch:
+            await self._each(await self.fetcher.not_cached(batch), one)
+            batch = list(itertools.islice(picked, self.PARALLEL * 8))
 
     def _pick_small(self, detail: VersionDetail, opened: ManifestEntry | None) -> Iterator[ManifestEntry]:
         """The small stored files to warm: all of them if there are at most ``SMALL_FILES``
@@ -210,14 +203,3 @@ class Warmups:
             if count > self.SMALL_FILES or total > self.VERSION_BYTES:
                 return
             yield e
-
-
-def _aiter(items: Iterable[Any] | AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-    """``items`` as an async generator (closed by ``_each`` when it stops early)."""
-    if isinstance(items, AsyncGenerator):
-        return items
-
-    async def each() -> AsyncGenerator[Any, None]:
-        for item in items:
-            yield item
-    return each()
