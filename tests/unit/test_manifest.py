@@ -106,11 +106,11 @@ def test_tree_structure_and_sorting() -> None:
     assert set(m.tree) == {(), ("b",), ("b", "c")}
     assert list(m.tree[()]) == ["B.txt", "a.txt", "b", "z.txt"]
     assert m.tree[()]["b"] == DIR
-    assert m.tree[()]["a.txt"] is m.entries["a.txt"]
+    assert m.tree[()]["a.txt"] == m.entries["a.txt"]   # entries are made when asked for (equal, not one object)
     assert list(m.tree[("b",)]) == ["a.txt", "c"]
     assert m.tree[("b",)]["c"] == DIR
     assert list(m.tree[("b", "c")]) == ["d.bin"]
-    assert m.tree[("b", "c")]["d.bin"] is m.entries["b/c/d.bin"]
+    assert m.tree[("b", "c")]["d.bin"] == m.entries["b/c/d.bin"]
 
 
 def test_empty_manifest_has_root() -> None:
@@ -125,8 +125,8 @@ def test_lookup_and_listdir() -> None:
     m = parse_manifest(doc({"a/b.txt": ent(b"x"), "c.txt": ent(b"yy")}))
     assert m.lookup(()) == DIR
     assert m.lookup(["a"]) == DIR
-    assert m.lookup(("a", "b.txt")) is m.entries["a/b.txt"]
-    assert m.lookup(("c.txt",)) is m.entries["c.txt"]
+    assert m.lookup(("a", "b.txt")) == m.entries["a/b.txt"]
+    assert m.lookup(("c.txt",)) == m.entries["c.txt"]
     assert m.lookup(("nope",)) is None
     assert m.lookup(("a", "nope")) is None
     assert m.lookup(("c.txt", "below-a-file")) is None
@@ -147,7 +147,7 @@ def test_names_with_spaces_and_non_ascii() -> None:
     paths = ["Fine-tuned Models/modèle final.bin", "données/日本語 ファイル.txt", "emoji 🚀.md"]
     m = parse_manifest(json.dumps(doc({p: ent(p.encode()) for p in paths})).encode())
     assert set(m.entries) == set(paths)
-    assert m.lookup(("données", "日本語 ファイル.txt")) is m.entries["données/日本語 ファイル.txt"]
+    assert m.lookup(("données", "日本語 ファイル.txt")) == m.entries["données/日本語 ファイル.txt"]
     assert "Fine-tuned Models" in m.tree[()]
     assert m.skipped == []
 

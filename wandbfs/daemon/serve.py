@@ -13,6 +13,7 @@ names the subtrees in a state file first).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -76,6 +77,10 @@ def serve(config: MountConfig, on_ready: OnReady) -> int:
         log.warning("removed %d temp files left by a daemon that died mid-download", n)
     import trio
 
+    # What is alive now (the SDK's modules and objects: most of the heap) lives as long as the
+    # daemon: kept out of the collector's full passes, which a version listed for the first
+    # time (a node per file, 200,000 in a huge one) would otherwise trigger over all of it.
+    gc.freeze()
     try:
         exit_code: int = trio.run(_main, config, client, meta, cache, locks, start, paths, on_ready)
     finally:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import stat as statmod
 from array import array
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from wandbfs.fuse.nodes import AliasLink, File, InVersion, Key, Link, Place, RegistryPrefixLink, Root, VersionDir
-from wandbfs.model.manifest import DIR, ManifestEntry, TreeNode
+from wandbfs.model.entries import EntryTable
+from wandbfs.model.manifest import DirListing, ManifestEntry
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE
 
@@ -98,24 +99,49 @@ class Node:
 
 
 class FileNode(Node):
-    """A file inside a version: its entry and its version (shared by all its files); the
-    ``File`` place is built when asked for (an open, a lookup below), not kept."""
+    """A file inside a version: its version (shared by all its files) and its file in the
+    manifest's packed table (the table and the index: no entry object kept per node); the
+    ``File`` place and the entry are made when asked for (an open, a lookup below). A node
+    made from an entry alone (no table) keeps that entry (``_ix`` -1)."""
 
-    __slots__ = ("entry",)
+    __slots__ = ("_src", "_ix")
     kind = "file"            # type: ignore[assignment]
     mode = File.mode         # type: ignore[assignment]
     immutable = True         # type: ignore[assignment]
     target = ""              # type: ignore[assignment]
     st_mode = _FILE_MODE     # type: ignore[assignment]
 
-    def __init__(self, inode: int, version: VersionDir, entry: ManifestEntry, mtime: float) -> None:
+    def __init__(self, inode: int, version: VersionDir, src: EntryTable | ManifestEntry, mtime: float,
+                 ix: int = -1) -> None:
         super().__init__(inode, version, mtime)  # type: ignore[arg-type]
-        self.entry = entry
+        self._src: Any = src
+        self._ix = ix
+
+    @property
+    def entry(self) -> ManifestEntry:
+        return self._src.entry_at(self._ix) if self._ix >= 0 else self._src  # type: ignore[no-any-return]
+
+    @entry.setter
+    def entry(self, entry: ManifestEntry) -> None:
+        self._src, self._ix = entry, -1
+
+    @property
+    def path(self) -> str:
+        """The file's path in its version."""
+        return self._src.path_at(self._ix) if self._ix >= 0 else self._src[0]  # type: ignore[no-any-return]
+
+    def holds(self, src: EntryTable | ManifestEntry, ix: int) -> bool:
+        """Is this node the file ``ix`` of ``src`` (or the entry ``src``), as given?"""
+        return self._src is src and self._ix == ix
+
+    def set_file(self, src: EntryTable | ManifestEntry, ix: int) -> None:
+        self._src, self._ix = src, ix
 
     @property
     def place(self) -> Place:
         v = self._place
-        return File(v.org, v.reg, v.coll, v.idx, self.entry.parts, entry=self.entry)
+        e = self.entry
+        return File(v.org, v.reg, v.coll, v.idx, e.parts, entry=e)
 
     @place.setter
     def place(self, place: Place) -> None:
@@ -125,11 +151,11 @@ class FileNode(Node):
     @property
     def key(self) -> Key:
         v = self._place
-        return ("path", v.org, v.reg, v.coll, v.idx, self.entry.path)
+        return ("path", v.org, v.reg, v.coll, v.idx, self.path)
 
     @property
     def size(self) -> int:  # type: ignore[override]
-        return self.entry.size
+        return self._src.size_at(self._ix) if self._ix >= 0 else self._src[2]  # type: ignore[no-any-return]
 
 
 _new_file = object.__new__
@@ -168,36 +194,31 @@ class FolderListing(Sequence[tuple[str, Node]]):
     are kept (8 bytes a child), so listing the folder again hashes no key. A version's
     folders never change, so the table keeps one per folder for the mount's life."""
 
-    __slots__ = ("_table", "_folder", "_kids", "_cut", "_mtime", "_inodes")
+    __slots__ = ("_table", "_folder", "_listing", "_files", "_vf", "_prefix", "_mtime", "_inodes")
 
-    def __init__(self, table: "InodeTable", folder: InVersion, children: Mapping[str, TreeNode],
-                 mtime: float) -> None:
+    def __init__(self, table: "InodeTable", folder: InVersion, children: DirListing, mtime: float) -> None:
         self._table = table
         self._folder = folder
-        self._kids, self._cut = children.children() if hasattr(children, "children") else (
-            [(name, child) for name, child in children.items()], -1)
+        self._listing = children
+        self._files = children.table
+        self._vf = table.version_files(folder)
+        self._prefix = "".join(p + "/" for p in folder.parts)   # a child's path is this + its name
         self._mtime = mtime
-        self._inodes = array("q", bytes(8 * len(self._kids)))
+        self._inodes = array("q", bytes(8 * len(children)))
 
     def __len__(self) -> int:
         return len(self._inodes)
 
     def __getitem__(self, i: int) -> tuple[str, Node]:  # type: ignore[override]
-        kid = self._kids[i]
-        if self._cut < 0:
-            name, child = kid
-        elif kid.__class__ is str:
-            name, child = kid[self._cut:], DIR
-        else:
-            name, child = kid.path[self._cut:], kid
+        ix, name = self._listing.kid(i)
         ino = self._inodes[i]
         if ino:
             node = self._table.get(ino)
-            if node is not None and (node.entry is child if node.__class__ is FileNode else  # type: ignore[attr-defined]
-                                     child.__class__ is not ManifestEntry):
+            if node is not None and (node.holds(self._files, ix) if node.__class__ is FileNode else  # type: ignore[attr-defined]
+                                     ix < 0):
                 return name, node
-        if child.__class__ is ManifestEntry:
-            node = self._table.upsert_file(self._folder, child, self._mtime)  # type: ignore[arg-type]
+        if ix >= 0:
+            node = self._table.file_node(self._vf, self._files, ix, self._prefix + name, self._mtime)
         else:
             node = self._table.upsert(self._folder.child(name), self._mtime)
         self._inodes[i] = node.inode
@@ -235,6 +256,10 @@ class InodeTable:
             return node
         return self._collided.get(key)
 
+    def version_files(self, folder: InVersion) -> _VersionFiles:
+        """What the files of ``folder``'s version share (their inode numbers' hash prefix)."""
+        return self._version(folder.org, folder.reg, folder.coll, folder.idx)
+
     def _version(self, org: str, reg: str, coll: str, idx: int) -> _VersionFiles:
         vk = (org, reg, coll, idx)
         vf = self._versions.get(vk)
@@ -242,7 +267,7 @@ class InodeTable:
             vf = self._versions[vk] = _VersionFiles(VersionDir(org, reg, coll, idx))
         return vf
 
-    def folder(self, folder: InVersion, children: Mapping[str, TreeNode], mtime: float) -> FolderListing:
+    def folder(self, folder: InVersion, children: DirListing, mtime: float) -> FolderListing:
         """The listing of a folder inside a version (its nodes made as they are listed)."""
         key = (folder.org, folder.reg, folder.coll, folder.idx, folder.parts)
         listing = self._folders.get(key)
@@ -263,29 +288,37 @@ class InodeTable:
         return self._upsert(key, inode_for(key), mtime, lambda ino: Node(inode=ino, place=place, mtime=mtime),
                             place)
 
-    def upsert_file(self, version: VersionDir | File, entry: ManifestEntry, mtime: float) -> Node:
-        """The node of the file ``entry`` of ``version`` (a place inside it): ``upsert`` of
-        its ``File`` place, without building one. Listing a folder calls this per file."""
-        vf = self._versions.get((version.org, version.reg, version.coll, version.idx))
-        if vf is None:
-            vf = self._version(version.org, version.reg, version.coll, version.idx)
-        path = entry.path
+    def upsert_file(self, version: VersionDir | File, src: EntryTable | ManifestEntry, mtime: float,
+                    ix: int = -1) -> Node:
+        """The node of the file ``ix`` of the table ``src`` (or of the entry ``src``, ``ix``
+        -1) of ``version`` (a place inside it): ``upsert`` of its ``File`` place, without
+        building one."""
+        path = src.path_at(ix) if ix >= 0 else src[0]  # type: ignore[union-attr,index]
+        return self.file_node(self._version(version.org, version.reg, version.coll, version.idx), src, ix, path,
+                              mtime)
+
+    def file_node(self, vf: _VersionFiles, src: EntryTable | ManifestEntry, ix: int, path: str,
+                  mtime: float) -> Node:
+        """``upsert_file`` with the version's shared part and the path at hand: listing a
+        folder calls this per file."""
         ino = vf.inode_for(path)
         node = self._by_ino.get(ino)
         if node is None and not self._collided:
             node = self._by_ino[ino] = _new_file(FileNode)
-            node.inode, node._place, node.entry, node.mtime = ino, vf.version, entry, mtime
+            node.inode, node._place, node._src, node._ix, node.mtime = ino, vf.version, src, ix, mtime
             node.lookups = node.open_handles = 0
             return node
         if node is not None and node.__class__ is FileNode and node._place is vf.version \
-                and node.entry.path == path:  # type: ignore[attr-defined]
-            node.entry, node.mtime = entry, mtime  # type: ignore[attr-defined]
+                and node.path == path:  # type: ignore[attr-defined]
+            node.set_file(src, ix)  # type: ignore[attr-defined]
+            node.mtime = mtime
             return node
-        key = ("path", version.org, version.reg, version.coll, version.idx, path)
-        return self._upsert(key, ino, mtime, lambda i: FileNode(i, vf.version, entry, mtime), None, entry)
+        v = vf.version
+        key = ("path", v.org, v.reg, v.coll, v.idx, path)
+        return self._upsert(key, ino, mtime, lambda i: FileNode(i, v, src, mtime, ix), None, (src, ix))
 
     def _upsert(self, key: Key, ino: int, mtime: float, make: Any, place: Place | None,
-                entry: ManifestEntry | None = None) -> Node:
+                file: tuple[EntryTable | ManifestEntry, int] | None = None) -> Node:
         node = self._by_ino.get(ino)
         if node is not None and node.key == key:
             pass
@@ -300,8 +333,8 @@ class InodeTable:
             if collided:
                 self._collided[key] = node
             return node
-        if entry is not None:
-            node.entry = entry  # type: ignore[attr-defined]
+        if file is not None:
+            node.set_file(*file)  # type: ignore[attr-defined]
         elif place is not None:
             node.place = place
         node.mtime = mtime

@@ -29,7 +29,7 @@ def file_attrs(node: FileNode, uid: int, gid: int) -> pyfuse3.EntryAttributes:
     a.st_mode = FileNode.st_mode
     a.st_nlink = 1
     a.st_uid, a.st_gid = uid, gid
-    a.st_size = size = node.entry.size
+    a.st_size = size = node.size
     a.st_blksize = BLKSIZE
     a.st_blocks = (size + 511) // 512
     a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(node.mtime * 1e9)
@@ -50,7 +50,7 @@ def reply_entries(token: pyfuse3.ReaddirToken, entries: Sequence[tuple[str, Node
                 files, mtime = file_attrs(node, uid, gid), node.mtime  # type: ignore[arg-type]
             a = files
             a.st_ino = node.inode
-            a.st_size = size = node.entry.size  # type: ignore[attr-defined]
+            a.st_size = size = node.size
             a.st_blocks = (size + 511) // 512
             if node.mtime != mtime:
                 mtime = node.mtime

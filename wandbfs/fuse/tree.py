@@ -94,8 +94,11 @@ class Tree:
 
     def _in_version(self, parent: InVersion, detail: VersionDetail, name: str, child: ManifestEntry | str) -> Node:
         """A folder (``child`` is ``DIR``) or a file of the manifest."""
-        if isinstance(child, ManifestEntry):
-            return self.table.upsert_file(parent, child, detail.created_at)   # no File place per file
+        if isinstance(child, ManifestEntry):   # no File place per file; the node keeps the table's index
+            files = detail.manifest.entries
+            ix = files.index_of(child.path)
+            return self.table.upsert_file(parent, files if ix is not None else child, detail.created_at,
+                                          -1 if ix is None else ix)
         return self.table.upsert(parent.child(name), detail.created_at)
 
     async def child(self, parent: Node, name: str) -> Node | None:

@@ -10,9 +10,9 @@ whole (not JSON, wrong version, no ``contents`` object) raises ``ValueError``.
 
 A version can hold hundreds of thousands of files, so the parse is built for size:
 raw JSON is read entry by entry through a window of about a MiB (the decoded text
-and the decoded objects of the whole ``contents`` never exist at once), every entry
-is one small slotted object, and a directory's sorted listing is built only when
-it is first listed.
+and the decoded objects of the whole ``contents`` never exist at once), the entries go
+straight into packed columns (``entries.py``: no object per file), and a directory's
+listing is one int per child, built when it is first listed.
 
 Digest encodings (checked against wandb 0.31, ``wandb/sdk/lib/hashutil.py``):
 
@@ -28,7 +28,6 @@ Digest encodings (checked against wandb 0.31, ``wandb/sdk/lib/hashutil.py``):
 
 from __future__ import annotations
 
-import binascii
 import bisect
 import codecs
 import hashlib
@@ -36,19 +35,22 @@ import json
 import json.decoder
 import logging
 import re
+from array import array
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
-from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Callable, Final, Literal, TypeAlias
 from urllib.parse import urlparse
 
 import xxhash
 
+from wandbfs.model.entries import (MAX_SIZE, Alg, Columns, EntryTable, ManifestEntry, a2b, canonical_digest,
+                                    is_b64_128, make_entry)
 from wandbfs.model.names import is_safe_name
 
 __all__ = [
     "DIR",
     "Alg",
+    "DirListing",
     "Manifest",
     "ManifestEntry",
     "TreeNode",
@@ -57,8 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Alg: TypeAlias = Literal["md5", "xxh128"]
 
 DIR: Final = "dir"
 """Marker for a sub-directory in :attr:`Manifest.tree` listings."""
@@ -71,170 +71,54 @@ DIGEST_HEADER: Final[bytes] = b"wandb-artifact-manifest-v1\n"
 # tag as MD5; we skip the entry instead, since a digest we can't interpret
 # could only ever fail verification (or, worse, land in the wrong cache dir).
 _ALG_TAGS: Final[dict[str, Alg]] = {"MD5": "md5", "XXH128": "xxh128"}
-_DIGEST_BYTES: Final = 16  # md5 and xxh128 are both 128-bit
-
-MAX_SIZE: Final = 2**63 - 1
-"""The largest file size a file system can report (``st_size`` is a signed 64-bit ``off_t``);
-a larger one would make the whole version folder fail (``OverflowError`` in ``readdir``)."""
-
-_NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
-"""The ``extra`` of (nearly) every entry: one shared empty mapping, not one per file."""
-
-_FIELDS: Final = ("path", "digest", "size", "alg", "birth_artifact_id", "ref", "extra")
-
-
-class ManifestEntry(tuple):  # type: ignore[type-arg]
-    """One file of an artifact, as validated from the manifest (immutable).
-
-    ``path`` is the manifest key ("sub/dir/notes.txt"); it has already been
-    checked component by component, so it is safe to split on ``/``.
-
-    A version may hold hundreds of thousands of these, so an entry is a tuple of its
-    fields (one allocation, made in C; the size of a slotted object) and what can be
-    derived (hex digests, name, parts) is computed when asked. It equals only another
-    entry, never a plain tuple, and ``extra`` is not part of ``hash()``, so entries can
-    be dict keys (e.g. for tracking in-flight downloads).
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, path: str, digest: str, size: int, alg: Alg = "md5", md5_hex: str | None = None,
-                birth_artifact_id: str | None = None, ref: str | None = None,
-                extra: Mapping[str, Any] | None = None) -> "ManifestEntry":
-        """``md5_hex`` is accepted for callers that name it; it is always derived from
-        ``digest`` (see :attr:`md5_hex`)."""
-        return _tuple_new(cls, (path, digest, size, (alg, birth_artifact_id, ref,
-                                                     MappingProxyType(dict(extra)) if extra else None)))
-
-    # (path, digest, size, (alg, birth, ref, extra)): the last part is one tuple shared by
-    # every entry born in the same artifact (a version's entries mostly are).
-    path: str = property(itemgetter(0))  # type: ignore[assignment]
-    digest: str = property(itemgetter(1))  # type: ignore[assignment]
-    """Exactly as in the manifest (base64 for stored files; see module doc)."""
-    size: int = property(itemgetter(2))  # type: ignore[assignment]
-
-    @property
-    def alg(self) -> Alg:
-        return self[3][0]  # type: ignore[no-any-return]
-
-    @property
-    def birth_artifact_id(self) -> str | None:
-        return self[3][1]  # type: ignore[no-any-return]
-
-    @property
-    def ref(self) -> str | None:
-        return self[3][2]  # type: ignore[no-any-return]
-    @property
-    def extra(self) -> Mapping[str, Any]:
-        """Raw ``extra`` object (read-only). Stored as ``None`` when empty: a tuple of only
-        strings, ints and ``None`` is one the garbage collector stops tracking, and a
-        version may hold 200,000 entries."""
-        e = self[3][3]
-        return _NO_EXTRA if e is None else e  # type: ignore[no-any-return]
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not ManifestEntry:
-            return NotImplemented
-        return (_tuple_eq(self[:3], other[:3]) and _tuple_eq(self[3][:3], other[3][:3])  # type: ignore[index]
-                and dict(self.extra) == dict(other.extra))  # type: ignore[attr-defined]
-
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self) -> int:
-        return hash((self[0], self[1], self[2], self[3][:3]))
-
-    def __repr__(self) -> str:
-        return "ManifestEntry(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
-
-    def __getnewargs__(self) -> tuple[Any, ...]:
-        return (self[0], self[1], self[2], self.alg, None, self.birth_artifact_id, self.ref, dict(self.extra))
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        """Path components inside the artifact."""
-        return tuple(self[0].split("/"))
-
-    @property
-    def name(self) -> str:
-        """Last path component (the directory entry name)."""
-        return self[0].rpartition("/")[2]  # type: ignore[no-any-return]
-
-    @property
-    def is_reference(self) -> bool:
-        """True when the bytes live outside W&B storage (``ref`` set)."""
-        return self[3][2] is not None
-
-    @property
-    def ref_scheme(self) -> str | None:
-        """URL scheme of the reference (``"s3"``, ``"file"``...), or ``None``."""
-        ref = self[3][2]
-        return urlparse(ref).scheme if ref is not None else None
-
-    @property
-    def hex_digest(self) -> str | None:
-        """Hex content hash (md5 or xxh128 per :attr:`alg`), if there is one.
-
-        ``None`` for references whose digest is an ETag/URI rather than a hash
-        of the bytes - those can be neither verified nor content-addressed.
-        """
-        if self[3][2] is not None and self.ref_scheme != "file":
-            return None
-        return _b64_to_hex(self[1])
-
-    @property
-    def has_content_digest(self) -> bool:
-        """Is :attr:`digest` a hash of the file bytes (so it can be verified)?
-
-        True for stored files and ``file://`` references (the SDK's
-        local-file handler records the md5 base64); false for other
-        references, whose digest is an ETag or the URI itself.
-        """
-        return self.hex_digest is not None
-
-    @property
-    def md5_hex(self) -> str | None:
-        """Hex md5 of the content, for md5 entries whose digest is a content hash."""
-        return self.hex_digest if self[3][0] == "md5" else None
-
-
-_tuple_new = tuple.__new__
-_tuple_eq = tuple.__eq__
-
-
-def _entry(path: str, digest: str, size: int, alg: Alg, birth: str | None, ref: str | None,
-           extra: Mapping[str, Any] | None) -> ManifestEntry:
-    """An entry from already checked fields (the parser's fast path: no copies)."""
-    return _tuple_new(ManifestEntry, (path, digest, size, (alg, birth, ref, extra)))  # type: ignore[no-any-return]
 
 
 TreeNode: TypeAlias = Literal["dir"] | ManifestEntry
 """A child in :attr:`Manifest.tree`: :data:`DIR` or the file's entry."""
 
 
-class _Listing(Mapping[str, TreeNode]):
+class DirListing(Mapping[str, TreeNode]):
     """One directory's children, sorted by name: name -> :data:`DIR` or the entry.
 
-    Holds the children themselves (entries, and the full paths of sub-directories), not a
-    name per child: names are sliced off the paths when listed, so a folder of 200,000
-    files costs one list of references. Sorting by full path is sorting by name, since
-    every child shares the folder's prefix."""
+    Holds one int per child, not a name or an entry: a file's index in the manifest's
+    :class:`EntryTable`, or ``~j`` for its ``j``-th sub-folder (whose full path it keeps).
+    Names are sliced off the paths when listed, so a folder of 200,000 files costs 800 KB.
+    Sorting by full path is sorting by name, since every child shares the folder's prefix."""
 
-    __slots__ = ("_prefix", "_kids", "_manifest")
+    __slots__ = ("_manifest", "_table", "_prefix", "_kids", "_subdirs")
 
-    def __init__(self, manifest: "Manifest", prefix: str, kids: list[ManifestEntry | str]) -> None:
+    def __init__(self, manifest: "Manifest", prefix: str, kids: "array[int]", subdirs: list[str]) -> None:
         self._manifest = manifest
+        self._table = manifest.entries
         self._prefix = prefix          # "" for the root, else "a/b/"
         self._kids = kids
+        self._subdirs = subdirs
+
+    @property
+    def table(self) -> EntryTable:
+        """The manifest's files, which the file indices of :meth:`index_at` point into."""
+        return self._table
 
     def __len__(self) -> int:
         return len(self._kids)
 
+    def index_at(self, k: int) -> int:
+        """The ``k``-th child: a file's index in :attr:`table` (``>= 0``), or a negative
+        number for a sub-folder."""
+        return self._kids[k]  # type: ignore[no-any-return]
+
+    def name_at(self, k: int) -> str:
+        return self.kid(k)[1]
+
+    def kid(self, k: int) -> tuple[int, str]:
+        """The ``k``-th child's index (see :meth:`index_at`) and name, in one call (``readdir``
+        asks for both, per child)."""
+        ix = self._kids[k]
+        path = self._table.path_at(ix) if ix >= 0 else self._subdirs[~ix]
+        return ix, (path[len(self._prefix):] if self._prefix else path)
+
     def __iter__(self) -> Iterator[str]:
-        n = len(self._prefix)
-        for k in self._kids:
-            yield (k if k.__class__ is str else k.path)[n:]  # type: ignore[union-attr]
+        return map(self.name_at, range(len(self._kids)))
 
     def __getitem__(self, name: str) -> TreeNode:
         if not isinstance(name, str) or "/" in name or not name:
@@ -251,29 +135,32 @@ class _Listing(Mapping[str, TreeNode]):
             return False
         return True
 
-    def items(self) -> "_ListingItems":
-        return _ListingItems(self)
-
-    def children(self) -> tuple[list[ManifestEntry | str], int]:
-        """The children in order (an entry, or a sub-folder's full path), and how many
-        leading characters of their paths to cut for the names: a listing without a name
-        object per child."""
-        return self._kids, len(self._prefix)
+    def items(self) -> "_DirListingItems":
+        return _DirListingItems(self)
 
     def pairs(self) -> Iterator[tuple[str, TreeNode]]:
         """``(name, DIR or entry)`` in order, without a lookup per child."""
-        n = len(self._prefix)
-        for k in self._kids:
-            if k.__class__ is str:
-                yield k[n:], DIR  # type: ignore[index]
-            else:
-                yield k.path[n:], k  # type: ignore[union-attr]
+        entry_at = self._table.entry_at
+        for k, ix in enumerate(self._kids):
+            yield self.name_at(k), (entry_at(ix) if ix >= 0 else DIR)
+
+    def files_after(self, path: str) -> Iterator[ManifestEntry]:
+        """The files after ``path`` in this folder, in order (sub-folders skipped)."""
+        kids, table = self._kids, self._table
+        start = bisect.bisect_right(range(len(kids)), path, key=self._path_of)
+        for ix in kids[start:]:
+            if ix >= 0:
+                yield table.entry_at(ix)
+
+    def _path_of(self, k: int) -> str:
+        ix = self._kids[k]
+        return self._table.path_at(ix) if ix >= 0 else self._subdirs[~ix]
 
     def __repr__(self) -> str:
         return f"<listing of {self._prefix or '/'}: {len(self._kids)} entries>"
 
 
-class _ListingItems(ItemsView[str, TreeNode]):
+class _DirListingItems(ItemsView[str, TreeNode]):
     def __iter__(self) -> Iterator[tuple[str, TreeNode]]:
         return self._mapping.pairs()  # type: ignore[attr-defined,no-any-return]
 
@@ -304,6 +191,7 @@ class _Tree(Mapping[tuple[str, ...], Mapping[str, TreeNode]]):
 class Manifest:
     """A parsed manifest: valid entries, a directory tree, and what was skipped.
 
+    ``entries`` is every shown file, path -> entry, in path order (an :class:`EntryTable`).
     ``tree`` maps every directory (tuple of components, ``()`` = artifact
     root) to its children sorted by name; a child is either :data:`DIR` or the
     file's :class:`ManifestEntry`.  The root is always present, even for an
@@ -313,19 +201,19 @@ class Manifest:
     __slots__ = ("entries", "storage_layout", "storage_policy", "storage_region", "version", "skipped",
                  "_dirs", "_listings", "_skipped_digests", "tree")
 
-    def __init__(self, entries: dict[str, ManifestEntry], dirs: dict[str, list[ManifestEntry | str]],
+    def __init__(self, entries: EntryTable, dirs: dict[str, tuple["array[int]", list[str]]],
                  storage_layout: str | None = None, storage_policy: str | None = None,
                  storage_region: str | None = None, skipped: list[tuple[str, str]] | None = None,
                  skipped_digests: dict[str, str] | None = None) -> None:
-        self.entries: Mapping[str, ManifestEntry] = MappingProxyType(entries)
+        self.entries: EntryTable = entries
         self.storage_layout = storage_layout
         self.storage_policy = storage_policy
         self.storage_region = storage_region
         self.version = 1
         self.skipped: list[tuple[str, str]] = skipped or []
         """``(path, reason)`` for every entry left out of ``entries``."""
-        self._dirs = dirs                  # "a/b" ("" = root) -> its children, unsorted until listed
-        self._listings: dict[str, _Listing] = {}
+        self._dirs = dirs                  # "a/b" ("" = root) -> (its files' indices, its sub-folders' paths)
+        self._listings: dict[str, DirListing] = {}
         self._skipped_digests = skipped_digests or {}
         self.tree: Mapping[tuple[str, ...], Mapping[str, TreeNode]] = _Tree(self)
 
@@ -344,7 +232,8 @@ class Manifest:
     def _child(self, path: str) -> TreeNode | None:
         if path in self._dirs:
             return DIR
-        return self.entries.get(path)
+        i = self.entries.index_of(path)
+        return None if i is None else self.entries.entry_at(i)
 
     def lookup(self, parts: Iterable[str]) -> TreeNode | None:
         """Return :data:`DIR`, the file entry, or ``None`` for a path inside."""
@@ -354,7 +243,7 @@ class Manifest:
             return DIR
         return self._child("/".join(parts))
 
-    def listdir(self, parts: Iterable[str]) -> Mapping[str, TreeNode] | None:
+    def listdir(self, parts: Iterable[str]) -> DirListing | None:
         """Children of a directory, or ``None`` if it is not a directory."""
         d = "/".join(parts)
         listing = self._listings.get(d)
@@ -362,8 +251,18 @@ class Manifest:
             kids = self._dirs.get(d)
             if kids is None:
                 return None
-            kids.sort(key=_sort_key)
-            listing = self._listings[d] = _Listing(self, d + "/" if d else "", kids)
+            files, subdirs = kids
+            subdirs.sort()
+            if subdirs:            # merged into the files by path: a bisection per sub-folder
+                merged, prev, table = array("i"), 0, self.entries
+                for j, sub in enumerate(subdirs):
+                    k = bisect.bisect_left(files, sub, lo=prev, key=table.path_at)
+                    merged.extend(files[prev:k])
+                    merged.append(~j)
+                    prev = k
+                merged.extend(files[prev:])
+                files = merged
+            listing = self._listings[d] = DirListing(self, d + "/" if d else "", files, subdirs)
         return listing
 
     def following(self, path: str) -> Iterator[ManifestEntry]:
@@ -371,17 +270,14 @@ class Manifest:
         what a reader going through the folder opens next."""
         parent = path.rpartition("/")[0]
         listing = self.listdir(tuple(parent.split("/")) if parent else ())
-        if not isinstance(listing, _Listing):
-            return
-        kids = listing._kids
-        for kid in kids[bisect.bisect_right(kids, path, key=_sort_key):]:
-            if kid.__class__ is ManifestEntry:
-                yield kid  # type: ignore[misc]
+        if listing is None:
+            return iter(())
+        return listing.files_after(path)
 
     @property
     def total_size(self) -> int:
         """Sum of the sizes of the visible files."""
-        return sum(e.size for e in self.entries.values())
+        return self.entries.total_size
 
     def digest(self, algorithm: Alg = "md5") -> str:
         """The artifact digest as W&B computes it (see :func:`artifact_digest`).
@@ -393,21 +289,6 @@ class Manifest:
 
     def __repr__(self) -> str:
         return f"<Manifest: {len(self.entries)} files in {len(self._dirs)} folders, {len(self.skipped)} skipped>"
-
-
-def _sort_key(kid: ManifestEntry | str) -> str:
-    return kid if kid.__class__ is str else kid.path  # type: ignore[return-value,union-attr]
-
-
-_B64_128 = re.compile(r"[A-Za-z0-9+/]{22}==")
-"""Exactly the strings ``base64.b64decode(s, validate=True)`` turns into 16 bytes."""
-
-
-def _b64_to_hex(digest: str) -> str | None:
-    """Hex of a base64-encoded 128-bit digest, or ``None`` if it isn't one."""
-    if not isinstance(digest, str) or _B64_128.fullmatch(digest) is None:
-        return None
-    return binascii.a2b_base64(digest).hex()
 
 
 def _check_path(path: str) -> str | None:
@@ -438,28 +319,31 @@ def _check_path(path: str) -> str | None:
 
 
 class _Builder:
-    """Collects a manifest's ``contents`` one entry at a time (the last of a repeated
-    path wins, as with ``json.loads`` and so the SDK); reports what it skipped at the end."""
+    """Collects a manifest's ``contents`` one entry at a time into :class:`Columns` (the last
+    of a repeated path wins, as with ``json.loads`` and so the SDK); at the end keeps the
+    winners, builds the folders and reports what it skipped."""
 
     def __init__(self) -> None:
-        self.candidates: dict[str, ManifestEntry] = {}
-        self.bad: dict[str, str] = {}               # path -> why it is not shown
+        self.cols = Columns()
+        self.bad: dict[str, tuple[int, str]] = {}   # path -> (the slots before it, why it is not shown)
         self.dups: list[str] = []
         self.skipped_digests: dict[str, str] = {}   # digests of entries not shown (the artifact digest)
         self.births: dict[str, str] = {}            # one string per birth artifact id, not one per file
-        self.rests: dict[str | None, tuple[Any, ...]] = {}   # birth -> the (alg, birth, ref, extra) of md5 entries
+        self.md5_metas: dict[str | None, int] = {}  # birth -> the meta of md5 entries born there
 
     def reset(self) -> None:
         """A second ``contents`` key: as with ``json.loads``, only the last counts."""
         self.__init__()  # type: ignore[misc]
 
+    def _md5(self, path: str, digest: str, size: int, birth: str | None) -> None:
+        meta = self.md5_metas.get(birth)
+        if meta is None:
+            if birth is not None:
+                birth = self.births.setdefault(birth, birth)
+            meta = self.md5_metas[birth] = self.cols.meta("md5", birth)
+        self.cols.add(path, digest, size, meta)
+
     def add(self, path: Any, raw: Any) -> None:
-        if path in self.candidates or path in self.bad:
-            self.dups.append(path)
-            old = self.candidates.pop(path, None)
-            if old is not None:
-                self.skipped_digests[path] = old.digest
-            self.bad.pop(path, None)
         # The common entry, checked inline (this runs once per file): a dict with a base64
         # md5, an int size, no ref, no or empty extra, and a plain short ASCII path.
         if (raw.__class__ is dict and path.__class__ is str and 0 < len(path) <= 255 and path.isascii()
@@ -468,38 +352,41 @@ class _Builder:
             digest = raw.get("digest")
             size = raw.get("size")
             if (digest.__class__ is str and size.__class__ is int and 0 <= size <= MAX_SIZE
-                    and not raw.get("extra") and raw.get("ref") is None and _B64_128.fullmatch(digest)):
+                    and not raw.get("extra") and raw.get("ref") is None and canonical_digest(digest)):
                 birth = raw.get("birthArtifactID")
                 if birth is None or birth.__class__ is str:
-                    rest = self.rests.get(birth)
-                    if rest is None:
-                        rest = self.rests[birth] = ("md5", birth, None, None)
-                    self.candidates[path] = _tuple_new(ManifestEntry, (path, digest, size, rest))
+                    self._md5(path, digest, size, birth)
                     return
         parsed = self._entry(path, raw) if isinstance(path, str) else "path is not a string"
         if parsed.__class__ is ManifestEntry:
-            self.candidates[path] = parsed  # type: ignore[assignment]
-        else:
-            key = path if isinstance(path, str) else repr(path)
-            self.bad[key] = parsed  # type: ignore[assignment]
-            if isinstance(raw, Mapping) and isinstance(raw.get("digest"), str):
-                self.skipped_digests[key] = raw["digest"]
+            self.cols.add_entry(parsed)  # type: ignore[arg-type]
+            return
+        key = path if isinstance(path, str) else repr(path)
+        if key in self.bad:
+            self.dups.append(key)
+        self.bad[key] = (len(self.cols.paths), parsed)  # type: ignore[assignment]
+        if isinstance(raw, Mapping) and isinstance(raw.get("digest"), str):
+            self.skipped_digests[key] = raw["digest"]
 
     def add_simple(self, path: str, digest: str, size: int, birth: str | None) -> None:
         """An entry the reader matched whole (a base64 128-bit digest, a size in digits, maybe a
         birth artifact id, no ref, no extra): only the path and the size are left to check."""
-        if (path in self.candidates or path in self.bad or not (0 < len(path) <= 255) or not path.isascii()
-                or "//" in path or "/." in path or "\0" in path or path[0] in "./" or path[-1] == "/"
-                or size > MAX_SIZE):
+        if (not (0 < len(path) <= 255) or not path.isascii() or "//" in path or "/." in path or "\0" in path
+                or path[0] in "./" or path[-1] == "/" or size > MAX_SIZE or digest[21] not in "AQgw"):
             raw: dict[str, Any] = {"digest": digest, "size": size}
             if birth is not None:
                 raw["birthArtifactID"] = birth
             self.add(path, raw)
             return
-        rest = self.rests.get(birth)
-        if rest is None:
-            rest = self.rests[birth] = ("md5", birth, None, None)
-        self.candidates[path] = _tuple_new(ManifestEntry, (path, digest, size, rest))
+        meta = self.md5_metas.get(birth)
+        if meta is None:
+            self._md5(path, digest, size, birth)
+            return
+        cols = self.cols                  # Columns.add, inline: this runs once per file
+        cols.paths.append(path)
+        cols.digests += a2b(digest)
+        cols.sizes.append(size)
+        cols.metas.append(meta)
 
     def _entry(self, path: str, raw: Any) -> ManifestEntry | str:
         """The entry, or why it is invalid (every case; ``add`` has the fast one)."""
@@ -546,9 +433,9 @@ class _Builder:
 
         if ref is None or urlparse(ref).scheme == "file":
             # A stored file must be content-addressable, or we can neither cache nor verify it.
-            if _B64_128.fullmatch(digest) is None:
+            if not is_b64_128(digest):
                 return f"digest is not a base64 128-bit hash: {digest!r}"
-        return _entry(path, digest, size, alg, birth, ref, MappingProxyType(dict(extra)) if extra else None)
+        return make_entry(path, digest, size, alg, birth, ref, MappingProxyType(dict(extra)) if extra else None)
 
     def finish(self, storage_layout: str | None, storage_policy: str | None,
                storage_region: str | None) -> Manifest:
@@ -558,29 +445,69 @@ class _Builder:
             log.warning("manifest: skipping entry %r: %s", path, reason)
             skipped.append((path, reason))
 
-        for dup in self.dups:
+        cols = self.cols
+        paths = cols.paths
+        dups = self.dups
+        # Every slot in path order (a stable sort: repeats in manifest order); the last of
+        # each run of one path wins.
+        live: list[int] = []
+        prev: str | None = None
+        for s in sorted(range(len(paths)), key=paths.__getitem__):
+            p = paths[s]
+            if p == prev:
+                dups.append(p)
+                live[-1] = s
+            else:
+                live.append(s)
+                prev = p
+        path_of = paths.__getitem__
+        dead: set[int] = set()            # positions in live
+        bad = []
+        for path, (before, reason) in self.bad.items():
+            k = bisect.bisect_left(live, path, key=path_of)
+            if k < len(live) and paths[live[k]] == path:
+                dups.append(path)
+                if live[k] >= before:     # a valid entry later in the manifest wins
+                    continue
+                self.skipped_digests.setdefault(path, cols.digest_at(live[k]))
+                dead.add(k)
+            bad.append((path, reason))
+        for dup in dups:
             skip(dup, "duplicate path (a later entry with the same path wins)")
-        for path, reason in self.bad.items():
+        for path, reason in bad:
             skip(path, reason)
 
-        entries = self.candidates
-        dirs: dict[str, list[ManifestEntry | str]] = {"": []}
-        for path in entries:
-            d = path.rpartition("/")[0]
-            while d and d not in dirs:    # a folder not seen yet, and the ones above it
-                dirs[d] = []
+        subdirs: dict[str, list[str]] = {"": []}   # folder ("" = root) -> its sub-folders' paths
+        for s in live:
+            d = paths[s].rpartition("/")[0]
+            while d and d not in subdirs:    # a folder not seen yet, and the ones above it
+                subdirs[d] = []
                 d = d.rpartition("/")[0]
-        for d in list(dirs):
+        for d in list(subdirs):
             if d:
-                dirs[d.rpartition("/")[0]].append(d)
-        if len(dirs) > 1:
-            for path in [p for p in entries if p in dirs]:
-                skip(path, "file/folder clash: a folder with the same path exists")
-                self.skipped_digests[path] = entries.pop(path).digest
-        for path, e in entries.items():
-            dirs[path.rpartition("/")[0]].append(e)
-        return Manifest(entries, dirs, storage_layout, storage_policy, storage_region, skipped,
-                        self.skipped_digests)
+                subdirs[d.rpartition("/")[0]].append(d)
+        for d in subdirs:
+            if d:
+                k = bisect.bisect_left(live, d, key=path_of)
+                if k < len(live) and paths[live[k]] == d and k not in dead:
+                    skip(d, "file/folder clash: a folder with the same path exists")
+                    self.skipped_digests[d] = cols.digest_at(live[k])
+                    dead.add(k)
+        if dead:
+            live = [s for k, s in enumerate(live) if k not in dead]
+
+        table = cols.pack(live)
+        files: dict[str, array[int]] = {}
+        if len(subdirs) == 1:             # one flat folder: every file, in order
+            files[""] = array("i", range(len(live)))
+        else:
+            files = {d: array("i") for d in subdirs}
+            for i, s in enumerate(live):
+                files[paths[s].rpartition("/")[0]].append(i)
+        del live, paths
+        self.cols = Columns()
+        return Manifest(table, {d: (files[d], subdirs[d]) for d in subdirs}, storage_layout, storage_policy,
+                        storage_region, skipped, self.skipped_digests)
 
 
 # ---- reading raw JSON a window at a time -------------------------------------------------
@@ -700,14 +627,14 @@ _B64 = r'"([A-Za-z0-9+/]{22}==)"'
 _INT = r"(0|[1-9][0-9]*)"
 _KEY_SRC = r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*'
 _SEP_SRC = r"[ \t\n\r]*([,}])"
-_SIMPLE = (   # a whole member: key, the usual entry (SDK order, sorted keys), separator
-    re.compile(_KEY_SRC + r'\{\s*"digest"\s*:\s*' + _B64 + r'\s*,\s*(?:"birthArtifactID"\s*:\s*' + _STR
-               + r'\s*,\s*)?"size"\s*:\s*' + _INT + r'\s*(?:,\s*"extra"\s*:\s*\{\s*\}\s*)?\}' + _SEP_SRC),
-    re.compile(_KEY_SRC + r'\{\s*(?:"birthArtifactID"\s*:\s*' + _STR + r'\s*,\s*)?"digest"\s*:\s*' + _B64
-               + r'\s*,\s*(?:"extra"\s*:\s*\{\s*\}\s*,\s*)?"size"\s*:\s*' + _INT + r"\s*\}" + _SEP_SRC),
+_SIMPLE = (   # a whole member: key, the usual entry (SDK order, sorted keys), separator; its groups
+    (re.compile(_KEY_SRC + r'\{\s*"digest"\s*:\s*' + _B64 + r'\s*,\s*(?:"birthArtifactID"\s*:\s*' + _STR
+               + r'\s*,\s*)?"size"\s*:\s*' + _INT + r'\s*(?:,\s*"extra"\s*:\s*\{\s*\}\s*)?\}' + _SEP_SRC), (1, 2, 3, 4, 5)),
+    (re.compile(_KEY_SRC + r'\{\s*(?:"birthArtifactID"\s*:\s*' + _STR + r'\s*,\s*)?"digest"\s*:\s*' + _B64
+                + r'\s*,\s*(?:"extra"\s*:\s*\{\s*\}\s*,\s*)?"size"\s*:\s*' + _INT + r"\s*\}" + _SEP_SRC), (1, 3, 2, 4, 5)),
 )
 """Members matched whole by one regex each (no dict, no key strings): most of a manifest.
-Groups: (path, digest, birth, size, sep) and (path, birth, digest, size, sep)."""
+The groups of each, in the order (path, digest, birth, size, sep)."""
 _LOW: Final = 65536
 """Read more once less than this is left in the window (a larger entry is read again with more)."""
 
@@ -717,7 +644,8 @@ def _read_contents(t: _Text, builder: "_Builder") -> None:
     by regex too, anything else by the JSON scanner): the hot loop of a manifest of 200,000
     files."""
     add, add_simple = builder.add, builder.add_simple
-    sdk_order, sorted_keys = _SIMPLE
+    # The two shapes, the one that matched last tried first (a manifest is written one way).
+    (first, first_groups), (second, second_groups) = _SIMPLE
     t.expect("{")
     if t.peek() == "}":
         t.i += 1
@@ -728,11 +656,12 @@ def _read_contents(t: _Text, builder: "_Builder") -> None:
             t.i = i
             t.more()
             text, i, n = t.text, t.i, len(t.text)
-        simple = sdk_order.match(text, i)
+        simple = first.match(text, i)
         if simple is not None:
-            path, digest, birth, size, sep = simple.groups()
-        elif (simple := sorted_keys.match(text, i)) is not None:
-            path, birth, digest, size, sep = simple.groups()
+            path, digest, birth, size, sep = simple.group(*first_groups)
+        elif (simple := second.match(text, i)) is not None:
+            path, digest, birth, size, sep = simple.group(*second_groups)
+            (first, first_groups), (second, second_groups) = (second, second_groups), (first, first_groups)
         if simple is not None and (simple.end() < n or t.exhausted):
             add_simple(path, digest, int(size), birth)
             i = simple.end()
