@@ -121,10 +121,6 @@ class FileNode(Node):
     def entry(self) -> ManifestEntry:
         return self._src.entry_at(self._ix) if self._ix >= 0 else self._src  # type: ignore[no-any-return]
 
-    @entry.setter
-    def entry(self, entry: ManifestEntry) -> None:
-        self._src, self._ix = entry, -1
-
     @property
     def path(self) -> str:
         """The file's path in its version."""
@@ -146,7 +142,7 @@ class FileNode(Node):
     @place.setter
     def place(self, place: Place) -> None:
         assert isinstance(place, File), place
-        self.entry = place.entry
+        self.set_file(place.entry, -1)
 
     @property
     def key(self) -> Key:

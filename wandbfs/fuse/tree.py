@@ -92,13 +92,11 @@ class Tree:
         self.warmups.collection_listed(p.org, p.reg, p.coll, vers.versions)
         return out
 
-    def _in_version(self, parent: InVersion, detail: VersionDetail, name: str, child: ManifestEntry | str) -> Node:
-        """A folder (``child`` is ``DIR``) or a file of the manifest."""
+    def _in_version(self, parent: InVersion, detail: VersionDetail, name: str, child: ManifestEntry | str,
+                    ix: int) -> Node:
+        """A folder (``child`` is ``DIR``) or the file ``ix`` of the manifest's table."""
         if isinstance(child, ManifestEntry):   # no File place per file; the node keeps the table's index
-            files = detail.manifest.entries
-            ix = files.index_of(child.path)
-            return self.table.upsert_file(parent, files if ix is not None else child, detail.created_at,
-                                          -1 if ix is None else ix)
+            return self.table.upsert_file(parent, detail.manifest.entries, detail.created_at, ix)
         return self.table.upsert(parent.child(name), detail.created_at)
 
     async def child(self, parent: Node, name: str) -> Node | None:
@@ -124,14 +122,15 @@ class Tree:
             return await self._version(p, name)
         if isinstance(p, InVersion):
             detail = await self.detail(parent, looking_up=None if p.parts else name)
-            child = detail.manifest.lookup(p.parts + (name,))
-            if child is None:
+            found = detail.manifest.locate(p.parts + (name,))
+            if found is None:
                 return None
+            child, ix = found
             if child != DIR:
                 # A file is being looked up, so an open is likely: get the version's signed
                 # URLs now (listings alone never cost a URL request).
                 self.warmups.file_looked_up(detail, child)
-            return self._in_version(p, detail, name, child)
+            return self._in_version(p, detail, name, child, ix)
         for child_name, node in await self.children(parent, want=name):
             if child_name == name:
                 return node

@@ -178,15 +178,25 @@ def is_b64_128(digest: str) -> bool:
     return _B64_128.fullmatch(digest) is not None
 
 
+CANONICAL_LAST: Final = "AQgw"
+"""The characters a base64 128-bit digest can end its data with (before ``==``) when its four
+unused bits are zero: only such a digest is given back exactly from its 16 bytes."""
+
+
 def canonical_digest(digest: str) -> bool:
-    """A base64 128-bit digest that its 16 bytes encode back to exactly (the last character's
-    four unused bits zero), so the table can keep the bytes and give the same string back."""
-    return len(digest) == 24 and digest[21] in "AQgw" and _B64_128.fullmatch(digest) is not None
+    """A base64 128-bit digest that its 16 bytes encode back to exactly, so the table can
+    keep the bytes and give the same string back."""
+    return len(digest) == 24 and digest[21] in CANONICAL_LAST and _B64_128.fullmatch(digest) is not None
 
 
 _ZERO16: Final = bytes(16)
 a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
+
+
+def _b64(digest: bytes) -> str:
+    """The base64 string of 16 digest bytes."""
+    return _b2a(digest, newline=False).decode("ascii")
 
 
 class _Values(ValuesView[ManifestEntry]):
@@ -239,9 +249,7 @@ class EntryTable(Mapping[str, ManifestEntry]):
             e = self._odd.get(i)
             if e is not None:
                 return e
-        o = self._offs
-        d = self._digests[16 * i:16 * i + 16]
-        return _tuple_new(ManifestEntry, (self._blob[o[i]:o[i + 1]], _b2a(d, newline=False).decode("ascii"),  # type: ignore[no-any-return]
+        return _tuple_new(ManifestEntry, (self.path_at(i), _b64(self._digests[16 * i:16 * i + 16]),  # type: ignore[no-any-return]
                                           self._sizes[i], self._rests[self._metas[i]]))
 
     def index_of(self, path: object) -> int | None:
@@ -250,10 +258,6 @@ class EntryTable(Mapping[str, ManifestEntry]):
             return None
         i = bisect.bisect_left(range(self._n), path, key=self.path_at)  # type: ignore[arg-type]
         return i if i < self._n and self.path_at(i) == path else None
-
-    def bisect(self, path: str, lo: int = 0, hi: int | None = None) -> int:
-        """Where ``path`` goes among the indices ``lo..hi`` (path order)."""
-        return bisect.bisect_left(range(self._n), path, lo, self._n if hi is None else hi, key=self.path_at)
 
     def __getitem__(self, path: str) -> ManifestEntry:
         i = self.index_of(path)
@@ -306,29 +310,27 @@ class Columns:
             self.rests.append((alg, birth, None, None))
         return i
 
-    def add(self, path: str, digest: str, size: int, meta: int) -> None:
-        """A plain stored file; ``digest`` must be canonical (see ``canonical_digest``)."""
+    def add(self, path: str, digest: bytes, size: int, meta: int) -> None:
+        """One slot: a plain stored file's path, the 16 bytes of its canonical digest (see
+        ``canonical_digest``), its size and its ``meta``."""
         self.paths.append(path)
-        self.digests += a2b(digest)
+        self.digests += digest
         self.sizes.append(size)
         self.metas.append(meta)
 
     def add_entry(self, e: ManifestEntry) -> None:
         rest = e[3]
         if rest[2] is None and rest[3] is None and canonical_digest(e[1]):
-            self.add(e[0], e[1], e[2], self.meta(rest[0], rest[1]))
+            self.add(e[0], a2b(e[1]), e[2], self.meta(rest[0], rest[1]))
             return
         self.odd[len(self.paths)] = e
-        self.paths.append(e[0])
-        self.digests += _ZERO16
-        self.sizes.append(e[2])
-        self.metas.append(0)
+        self.add(e[0], _ZERO16, e[2], 0)
 
     def digest_at(self, slot: int) -> str:
         e = self.odd.get(slot)
         if e is not None:
             return e.digest
-        return _b2a(self.digests[16 * slot:16 * slot + 16], newline=False).decode("ascii")
+        return _b64(self.digests[16 * slot:16 * slot + 16])
 
     def pack(self, slots: list[int]) -> EntryTable:
         """The table of ``slots`` (their paths sorted and unique)."""

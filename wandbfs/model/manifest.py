@@ -43,8 +43,8 @@ from urllib.parse import urlparse
 
 import xxhash
 
-from wandbfs.model.entries import (MAX_SIZE, Alg, Columns, EntryTable, ManifestEntry, a2b, canonical_digest,
-                                    is_b64_128, make_entry)
+from wandbfs.model.entries import (CANONICAL_LAST, MAX_SIZE, Alg, Columns, EntryTable, ManifestEntry, a2b,
+                                    canonical_digest, is_b64_128, make_entry)
 from wandbfs.model.names import is_safe_name
 
 __all__ = [
@@ -145,16 +145,12 @@ class DirListing(Mapping[str, TreeNode]):
             yield self.name_at(k), (entry_at(ix) if ix >= 0 else DIR)
 
     def files_after(self, path: str) -> Iterator[ManifestEntry]:
-        """The files after ``path`` in this folder, in order (sub-folders skipped)."""
+        """The files after ``path`` (a path in this folder) in order, sub-folders skipped."""
         kids, table = self._kids, self._table
-        start = bisect.bisect_right(range(len(kids)), path, key=self._path_of)
+        start = bisect.bisect_right(range(len(kids)), path[len(self._prefix):], key=self.name_at)
         for ix in kids[start:]:
             if ix >= 0:
                 yield table.entry_at(ix)
-
-    def _path_of(self, k: int) -> str:
-        ix = self._kids[k]
-        return self._table.path_at(ix) if ix >= 0 else self._subdirs[~ix]
 
     def __repr__(self) -> str:
         return f"<listing of {self._prefix or '/'}: {len(self._kids)} entries>"
@@ -230,18 +226,28 @@ class Manifest:
         return MappingProxyType(out)
 
     def _child(self, path: str) -> TreeNode | None:
+        found = self._locate(path)
+        return None if found is None else found[0]
+
+    def _locate(self, path: str) -> tuple[TreeNode, int] | None:
         if path in self._dirs:
-            return DIR
+            return DIR, -1
         i = self.entries.index_of(path)
-        return None if i is None else self.entries.entry_at(i)
+        return None if i is None else (self.entries.entry_at(i), i)
 
     def lookup(self, parts: Iterable[str]) -> TreeNode | None:
         """Return :data:`DIR`, the file entry, or ``None`` for a path inside."""
+        found = self.locate(parts)
+        return None if found is None else found[0]
+
+    def locate(self, parts: Iterable[str]) -> tuple[TreeNode, int] | None:
+        """``lookup``, and the file's index in :attr:`entries` (-1 for a folder): one
+        bisection for a caller that wants both (a node points into the table)."""
         if not isinstance(parts, tuple):
             parts = tuple(parts)
         if not parts:
-            return DIR
-        return self._child("/".join(parts))
+            return DIR, -1
+        return self._locate("/".join(parts))
 
     def listdir(self, parts: Iterable[str]) -> DirListing | None:
         """Children of a directory, or ``None`` if it is not a directory."""
@@ -336,12 +342,13 @@ class _Builder:
         self.__init__()  # type: ignore[misc]
 
     def _md5(self, path: str, digest: str, size: int, birth: str | None) -> None:
+        """A plain md5 entry whose fields are checked (its digest canonical) into the columns."""
         meta = self.md5_metas.get(birth)
         if meta is None:
             if birth is not None:
                 birth = self.births.setdefault(birth, birth)
             meta = self.md5_metas[birth] = self.cols.meta("md5", birth)
-        self.cols.add(path, digest, size, meta)
+        self.cols.add(path, a2b(digest), size, meta)
 
     def add(self, path: Any, raw: Any) -> None:
         # The common entry, checked inline (this runs once per file): a dict with a base64
@@ -372,21 +379,13 @@ class _Builder:
         """An entry the reader matched whole (a base64 128-bit digest, a size in digits, maybe a
         birth artifact id, no ref, no extra): only the path and the size are left to check."""
         if (not (0 < len(path) <= 255) or not path.isascii() or "//" in path or "/." in path or "\0" in path
-                or path[0] in "./" or path[-1] == "/" or size > MAX_SIZE or digest[21] not in "AQgw"):
+                or path[0] in "./" or path[-1] == "/" or size > MAX_SIZE or digest[21] not in CANONICAL_LAST):
             raw: dict[str, Any] = {"digest": digest, "size": size}
             if birth is not None:
                 raw["birthArtifactID"] = birth
             self.add(path, raw)
             return
-        meta = self.md5_metas.get(birth)
-        if meta is None:
-            self._md5(path, digest, size, birth)
-            return
-        cols = self.cols                  # Columns.add, inline: this runs once per file
-        cols.paths.append(path)
-        cols.digests += a2b(digest)
-        cols.sizes.append(size)
-        cols.metas.append(meta)
+        self._md5(path, digest, size, birth)   # the regex matched its digest: canonical is all that was left
 
     def _entry(self, path: str, raw: Any) -> ManifestEntry | str:
         """The entry, or why it is invalid (every case; ``add`` has the fast one)."""
@@ -497,9 +496,8 @@ class _Builder:
             live = [s for k, s in enumerate(live) if k not in dead]
 
         table = cols.pack(live)
-        files: dict[str, array[int]] = {}
         if len(subdirs) == 1:             # one flat folder: every file, in order
-            files[""] = array("i", range(len(live)))
+            files = {"": array("i", range(len(live)))}
         else:
             files = {d: array("i") for d in subdirs}
             for i, s in enumerate(live):
