@@ -211,9 +211,9 @@ class ObjectReader:
                 if self._take_item(got) or self.closed:
                     return
                 continue   # parked (let go by its last reader) a moment ago: open it again
+            if self.strict:   # attached once verified: a read meanwhile waits for this attach
+                await self._verify_stream(got)
             self._take_stream(got)
-            if self.strict:
-                await got.verify()
             return
         raise FetchError(f"{self.entry.path}: the object keeps disappearing from the cache")
 
@@ -241,6 +241,15 @@ class ObjectReader:
             return
         stream.users += 1
         self._stream = stream
+
+    async def _verify_stream(self, stream: UncachedStream) -> None:
+        """Strict mode's whole-file check of a stream before it is attached; counted in its
+        users meanwhile, so a warm-up or another reader letting go does not forget it."""
+        stream.users += 1
+        try:
+            await stream.verify()
+        finally:
+            stream.users -= 1
 
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None

@@ -51,6 +51,7 @@ class UncachedStream:
         self._lock = threading.Lock()       # the hasher: advanced from worker threads
         self._hasher = Hasher.for_entry(entry)
         self._hashed = 0
+        self._verifying = trio.Lock()      # one whole-file check at a time; the others wait for it
         self.verified = False
         self.users = 0
 
@@ -81,15 +82,16 @@ class UncachedStream:
 
     async def verify(self) -> None:
         """Finish the whole-file hash (streaming what was skipped); FetchError on a mismatch."""
-        if self.verified:
-            return
-        await trio.to_thread.run_sync(self._hash_rest, limiter=self.limiter, abandon_on_cancel=False)
-        with self._lock:
-            ok = self._hasher.matches(self.entry)
-            if not ok:
-                self._hasher, self._hashed = Hasher.for_entry(self.entry), 0
-                self._blocks.clear()
-            self.verified = ok
+        async with self._verifying:
+            if self.verified:
+                return
+            await trio.to_thread.run_sync(self._hash_rest, limiter=self.limiter, abandon_on_cancel=False)
+            with self._lock:
+                ok = self._hashed == self.size and self._hasher.matches(self.entry)
+                if not ok:
+                    self._hasher, self._hashed = Hasher.for_entry(self.entry), 0
+                    self._blocks.clear()
+                self.verified = ok
         if not ok:
             log.error("digest mismatch for %s (served without caching)", self.entry.ref or self.entry.path)
             raise BadBytes(mismatch_message(self.entry))
@@ -135,20 +137,29 @@ class UncachedStream:
         self._check()   # a cancelled getter returns early: never hand out a partial block
         data = bytes(buf)
         with self._lock:
-            if self._hashed == start:  # in order: hash it now, so a sequential read costs no second pass
-                self._hasher.update(data)
-                self._hashed = end
+            if self._advance(start, data):  # in order: hash it now, so a sequential read costs no second pass
                 self._hash_kept_blocks()
         return data
 
+    def _advance(self, pos: int, data: bytes) -> bool:
+        """Hash the part of ``data`` (the bytes at ``pos``) that follows what is hashed so far
+        (caller holds ``_lock``). Blocks and the unread rest's chunks arrive from different
+        threads with different boundaries, so a piece may start before the hashed point and
+        end past it: only its new bytes count, once. False if it lies wholly before or after."""
+        skip = self._hashed - pos
+        if skip < 0 or skip >= len(data):
+            return False
+        self._hasher.update(memoryview(data)[skip:] if skip else data)
+        self._hashed = pos + len(data)
+        return True
+
     def _hash_kept_blocks(self) -> None:
-        """Blocks that arrived early can be hashed once the ones before them have been."""
+        """Blocks that arrived early can be hashed once the bytes before them have been."""
         while self._hashed < self.size:
-            nxt = self._blocks.get(self._hashed // self.block)
-            if nxt is None:
+            b = self._hashed // self.block
+            nxt = self._blocks.get(b)
+            if nxt is None or not self._advance(b * self.block, nxt):
                 return
-            self._hasher.update(nxt)
-            self._hashed += len(nxt)
 
     def _hash_rest(self) -> None:
         with self._lock:
@@ -161,8 +172,6 @@ class UncachedStream:
         def sink(pos: int, chunk: bytes) -> None:
             self._check()
             with self._lock:
-                if self._hashed == pos:
-                    self._hasher.update(chunk)
-                    self._hashed += len(chunk)
+                self._advance(pos, chunk)
         self.getter.fetch(start, self.size, sink)
         self._check()
