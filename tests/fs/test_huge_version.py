@@ -3,13 +3,14 @@ for the URLs of a bounded batch of files, never for every page of the version's 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 
 import pytest
 
-from tests.fs.conftest import blob_gets
+from tests.fs.conftest import blob_gets, run_cli
 from tests.helpers import wait_for
 from wandbfs.catalog.urls import SignedUrls
 from wandbfs.emulator.seed import publish
@@ -86,3 +87,39 @@ def test_warm_ups_of_a_huge_version_stay_bounded(emu, mount, huge, tmp_path):
     assert len(reqs) <= 2 + Warmups.SMALL_FILES // SignedUrls.BATCH
     asked = {n for r in reqs for n in r.variables["fileNames"]}
     assert len(asked) <= Warmups.SMALL_FILES + SignedUrls.BATCH_LATER
+
+
+def _drop_kernel_caches() -> None:
+    """The kernel forgets the inodes nobody uses (FUSE ``forget``), as under memory pressure."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+@pytest.mark.timeout(300)
+def test_a_huge_folder_keeps_inode_numbers_and_references_without_a_node_per_file(emu, mount, mount_env, huge,
+                                                                                 tmp_path):
+    """20,000 files is a lazy folder (inodes.LAZY_MIN): listed files get no node, yet their
+    numbers match what stat and a later lookup say, before and after the kernel forgets them,
+    and ``wandbfs status`` counts what the kernel holds."""
+    m = mount("--cache-dir", str(tmp_path / "cache"), "--no-warm")
+    vdir = m.path / "acme/dataset/huge-flat/v0"
+    def status() -> dict:
+        return json.loads(run_cli(["status", "--json", str(m.path)], mount_env).stdout)
+
+    base = status()
+    listed = {e.name: e.inode() for e in os.scandir(vdir)}           # readdirplus: numbers, no nodes
+    assert len(listed) == N + 1
+    after = status()
+    held = after["inodes"]
+    assert held >= base["inodes"] + N + 1                              # every listed file is held
+    assert after["inode_nodes"] - base["inode_nodes"] < 10             # by no node of its own
+    some = [_name(i) for i in (0, 1, 7777, N - 1)] + ["unique.bin"]
+    assert {n: os.stat(vdir / n).st_ino for n in some} == {n: listed[n] for n in some}
+    assert (vdir / _name(7777)).read_bytes() == huge[_name(7777)]     # an open makes its node
+    _drop_kernel_caches()
+    wait_for(lambda: status()["inodes"] < held - N // 2, timeout=60,
+             what="the kernel's forgets to reach the lazy folder's counts")
+    assert {n: os.stat(vdir / n).st_ino for n in some} == {n: listed[n] for n in some}   # looked up anew
+    assert {e.name: e.inode() for e in os.scandir(vdir)} == listed    # and listed anew
+    assert (vdir / _name(1)).read_bytes() == huge[_name(1)]
+    assert "Traceback" not in m.log and "forget failed" not in m.log, m.log[-3000:]

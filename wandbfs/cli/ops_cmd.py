@@ -222,6 +222,7 @@ def status_command(mountpoint: Path | None, as_json: bool, everyone: bool) -> No
                        f"published {format_size(s['bytes_to_shared'])} ({s['shared_published']} objects)")
         click.echo(f"  downloads in flight {s['downloads_in_flight']}  served uncached {s['uncached_files']}  "
                    f"evictions {s['evictions']}  open files {s['open_files']}")
+        click.echo(f"  inodes {s['inodes']} ({s['inode_nodes']} with a node)")
         lin = "off" if s["lineage_pending"] is None else f"{s['lineage_recorded']} recorded, {s['lineage_pending']} pending"
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "none"
         click.echo(f"  lineage {lin}  errors {errs}")

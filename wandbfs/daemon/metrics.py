@@ -70,6 +70,9 @@ class _Snapshot(Collector):
         yield errs
         yield GaugeMetricFamily("wandbfs_downloads_in_flight", "Downloads running", value=s["downloads_in_flight"])
         yield GaugeMetricFamily("wandbfs_open_files", "Open file handles", value=s["open_files"])
+        yield GaugeMetricFamily("wandbfs_inodes", "Inodes the kernel may hold", value=s["inodes"])
+        yield GaugeMetricFamily("wandbfs_inode_nodes", "Inodes with a node object in the daemon (the rest are "
+                                "files of huge folders, kept in arrays)", value=s["inode_nodes"])
         yield GaugeMetricFamily("wandbfs_lineage_pending", "Artifact uses not yet recorded in W&B",
                                 value=s["lineage_pending"] or 0)
         yield CounterMetricFamily("wandbfs_lineage_recorded", "Artifact uses recorded in W&B",

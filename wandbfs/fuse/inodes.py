@@ -8,11 +8,14 @@ mount and after remounts, which keeps tools that compare ``st_ino`` (tar, rsync,
 -samefile) honest. Entries live while the kernel holds a lookup reference (pyfuse3's
 ``forget``), a file handle has them open, or the filesystem pins them (the root).
 
-Listing a folder hands the kernel every entry in it (``readdirplus``), so a version of
-200,000 files puts 200,000 nodes here. A file's node is therefore small: slotted, holding
-its manifest entry and its version's one shared ``VersionDir`` (its ``place`` is made when
-asked), found by its inode alone (the hash of its key: no second index by key), and its
-inode is hashed from a prefix computed once per version.
+Listing a folder hands the kernel every entry in it (``readdirplus``), and each entry is a
+reference the kernel holds until it forgets it. A file's node is therefore small: slotted,
+pointing into its manifest's packed table and at its version's one shared ``VersionDir``
+(its ``place`` is made when asked), found by its inode alone (the hash of its key: no
+second index by key), and its inode is hashed from a prefix computed once per version.
+A folder of ``LAZY_MIN`` files or more (a version of 200,000) makes no node at all for
+the files it lists: their numbers and references stay in the folder's arrays until the
+kernel asks about one (``FolderListing``).
 """
 
 from __future__ import annotations
@@ -184,28 +187,52 @@ class _VersionFiles:
         return (int.from_bytes(h.digest(), "little") & _MASK) | 2
 
 
+LAZY_MIN = 4096
+"""A folder of at least this many files keeps the kernel's references to the files listed
+from it in arrays (``FolderListing``), not a node each; below it, nodes are cheaper to look
+up than a search of the lazy folders (there are at most files / LAZY_MIN of them)."""
+
+_EAGER = 0xFFFFFFFF   # a lazy folder's child whose inode number another object has: it gets a node
+
+
 class FolderListing(Sequence[tuple[str, Node]]):
     """A folder inside a version as ``readdir`` hands it out: each child's node is made (or
     found) when its entry is listed, not all at ``opendir``, and the inode numbers found
     are kept (8 bytes a child), so listing the folder again hashes no key. A version's
-    folders never change, so the table keeps one per folder for the mount's life."""
+    folders never change, so the table keeps one per folder for the mount's life.
 
-    __slots__ = ("_table", "_folder", "_listing", "_files", "_vf", "_prefix", "_mtime", "_inodes")
+    A folder of ``LAZY_MIN`` files or more is *lazy*: listing a file makes no node. Its
+    inode number (the same hash as its node's would be) goes in ``_inodes``, the kernel's
+    references to it in ``_counts``, and an open-addressing index ``_slots`` (child + 1 per
+    slot, at most half full) finds the child again from the number when the kernel asks
+    about it (``InodeTable.get``, ``forget``): 20 bytes a file, where a node and its slot
+    in the table took about 200. A file's count lives in exactly one place: its node once
+    one is made (``materialize`` moves it there), the arrays before."""
 
-    def __init__(self, table: "InodeTable", folder: InVersion, children: DirListing, mtime: float) -> None:
+    __slots__ = ("_table", "_folder", "_listing", "_files", "_vf", "_prefix", "mtime", "_inodes",
+                 "_counts", "_slots", "_mask")
+
+    def __init__(self, table: "InodeTable", folder: InVersion, children: DirListing, mtime: float,
+                 lazy: bool = False) -> None:
         self._table = table
         self._folder = folder
         self._listing = children
         self._files = children.table
         self._vf = table.version_files(folder)
         self._prefix = "".join(p + "/" for p in folder.parts)   # a child's path is this + its name
-        self._mtime = mtime
-        self._inodes = array("q", bytes(8 * len(children)))
+        self.mtime = mtime
+        n = len(children)
+        self._inodes = array("q", bytes(8 * n))
+        self._counts: array[int] | None = array("I", bytes(4 * n)) if lazy else None
+        cap = 1 << max(4, (2 * n).bit_length())
+        self._slots = array("i", bytes(4 * cap)) if lazy else None
+        self._mask = cap - 1
 
     def __len__(self) -> int:
         return len(self._inodes)
 
     def __getitem__(self, i: int) -> tuple[str, Node]:  # type: ignore[override]
+        """Child ``i`` with its node (made if need be; a lazy file's count moves into it)."""
         ix, name = self._listing.kid(i)
         ino = self._inodes[i]
         if ino:
@@ -214,23 +241,122 @@ class FolderListing(Sequence[tuple[str, Node]]):
                                      ix < 0):
                 return name, node
         if ix >= 0:
-            node = self._table.file_node(self._vf, self._files, ix, self._prefix + name, self._mtime)
+            node = self._table.file_node(self._vf, self._files, ix, self._prefix + name, self.mtime)
         else:
-            node = self._table.upsert(self._folder.child(name), self._mtime)
+            node = self._table.upsert(self._folder.child(name), self.mtime)
         self._inodes[i] = node.inode
         return name, node
 
+    def child(self, i: int) -> tuple[str, Node | None, int, int]:
+        """What ``readdir`` sends of child ``i``: (name, node, inode, size). ``node`` is None
+        for a file of a lazy folder that has none; the caller then calls ``hold(i)`` once
+        the kernel has the entry (and ``node.lookups += 1`` otherwise)."""
+        counts = self._counts
+        if counts is not None and counts[i] != _EAGER:
+            ix, name = self._listing.kid(i)
+            if ix >= 0:
+                ino = self._inodes[i] or self._number(i, name)
+                if counts[i] != _EAGER:
+                    node = self._table._by_ino.get(ino)
+                    if node is None:
+                        return name, None, ino, self._files.size_at(ix)
+                    if node.__class__ is FileNode and node.holds(self._files, ix):  # type: ignore[attr-defined]
+                        return name, node, ino, node.size
+                    name, node = self[i]
+                    if node.inode != ino:   # another object has this number: this file keeps a node
+                        self._unindex(i)
+                    return name, node, node.inode, node.size
+        name, node = self[i]
+        return name, node, node.inode, node.size
+
+    def hold(self, i: int) -> None:
+        """The kernel took a reference to lazy child ``i`` (a readdirplus entry)."""
+        counts = self._counts
+        assert counts is not None
+        if not counts[i]:
+            self._table.lazy_held += 1
+        counts[i] += 1
+
+    # ---- the lazy index ---------------------------------------------------------------
+    def _number(self, i: int, name: str) -> int:
+        """Child ``i``'s inode number, hashed once and indexed (a number two children of this
+        folder share leaves the second one a node of its own)."""
+        ino = self._vf.inode_for(self._prefix + name)
+        if self.find(ino) >= 0:
+            assert self._counts is not None
+            self._counts[i] = _EAGER
+            return ino
+        slots, mask = self._slots, self._mask
+        assert slots is not None
+        s = ino & mask
+        while slots[s]:
+            s = (s + 1) & mask
+        slots[s] = i + 1
+        self._inodes[i] = ino
+        return ino
+
+    def _unindex(self, i: int) -> None:
+        """Child ``i`` goes back to an eager node (its number belongs to another object;
+        its references are in that node already, moved there by ``materialize``)."""
+        assert self._counts is not None
+        self._table.lazy_held -= self._counts[i] > 0
+        self._counts[i] = _EAGER   # the slot stays; ``find`` skips an eager child
+
+    def find(self, ino: int) -> int:
+        """The lazy child whose number is ``ino``, or -1."""
+        slots, counts, inodes = self._slots, self._counts, self._inodes
+        if slots is None or counts is None:
+            return -1
+        mask = self._mask
+        s = ino & mask
+        while (k := slots[s]):
+            if inodes[k - 1] == ino and counts[k - 1] != _EAGER:
+                return k - 1
+            s = (s + 1) & mask
+        return -1
+
+    def drop(self, k: int, n: int) -> None:
+        """The kernel forgot ``n`` references to lazy child ``k``."""
+        counts = self._counts
+        assert counts is not None
+        if counts[k]:
+            counts[k] = max(0, counts[k] - n)
+            if not counts[k]:
+                self._table.lazy_held -= 1
+
+    def materialize(self, k: int) -> FileNode:
+        """Lazy child ``k``'s node, made now, taking the kernel's references to it."""
+        counts = self._counts
+        assert counts is not None
+        ix = self._listing.index_at(k)
+        node = FileNode(self._inodes[k], self._vf.version, self._files, self.mtime, ix)
+        node.lookups = counts[k]
+        if counts[k]:
+            self._table.lazy_held -= 1
+        counts[k] = 0
+        return node
+
 
 class InodeTable:
-    def __init__(self) -> None:
+    def __init__(self, lazy_min: int = LAZY_MIN) -> None:
+        """``lazy_min``: the folder size from which listed files get no node (``LAZY_MIN``)."""
+        self.lazy_min = lazy_min
         self._by_ino: dict[int, Node] = {}
         self._folders: dict[tuple[str, str, str, int, tuple[str, ...]], FolderListing] = {}
         self._collided: dict[Key, Node] = {}      # keys whose hash was taken by another key
         self._versions: dict[tuple[str, str, str, int], _VersionFiles] = {}
+        self._lazy: list[FolderListing] = []      # the lazy folders (FolderListing's doc)
         self._collisions = 0
+        self.lazy_held = 0                        # files the kernel holds that have no node
 
     def __len__(self) -> int:
-        return len(self._by_ino)
+        """Inodes the kernel may hold: the nodes, and the files of lazy folders it holds."""
+        return len(self._by_ino) + self.lazy_held
+
+    def counts(self) -> dict[str, int]:
+        """For ``wandbfs status``: the inodes the kernel may hold, and how many have a node
+        object (the rest are lazy folders' files)."""
+        return {"inodes": len(self), "inode_nodes": len(self._by_ino)}
 
     def add_root(self, mtime: float = 0.0) -> Node:
         node = Node(inode=ROOT_INODE, place=Root(), mtime=mtime)
@@ -238,7 +364,30 @@ class InodeTable:
         return node
 
     def get(self, inode: int) -> Node | None:
-        return self._by_ino.get(inode)
+        """The node of ``inode``; a file of a lazy folder the kernel holds gets one now."""
+        node = self._by_ino.get(inode)
+        if node is None and self._lazy:
+            node = self._materialize(inode, held_only=True)
+        return node
+
+    def _at(self, inode: int) -> Node | None:
+        """The node numbered ``inode``, made now if it is a lazy folder's file (a lookup)."""
+        node = self._by_ino.get(inode)
+        if node is None and self._lazy:
+            node = self._materialize(inode, held_only=False)
+        return node
+
+    def _materialize(self, inode: int, held_only: bool) -> Node | None:
+        """A node for the lazy folders' file ``inode`` (``held_only``: only if the kernel
+        holds it; a lookup makes one either way)."""
+        for listing in self._lazy:
+            k = listing.find(inode)
+            if k >= 0:
+                if held_only and not listing._counts[k]:  # type: ignore[index]
+                    return None
+                node = self._by_ino[inode] = listing.materialize(k)
+                return node
+        return None
 
     def nodes(self) -> list[Node]:
         """Every node the kernel may hold (a copy: refresh walks it while lookups go on)."""
@@ -268,7 +417,10 @@ class InodeTable:
         key = (folder.org, folder.reg, folder.coll, folder.idx, folder.parts)
         listing = self._folders.get(key)
         if listing is None:
-            listing = self._folders[key] = FolderListing(self, folder, children, mtime)
+            lazy = len(children) >= self.lazy_min
+            listing = self._folders[key] = FolderListing(self, folder, children, mtime, lazy)
+            if lazy:
+                self._lazy.append(listing)
         return listing
 
     def upsert(self, place: Place, mtime: float) -> Node:
@@ -298,7 +450,7 @@ class InodeTable:
         """``upsert_file`` with the version's shared part and the path at hand: listing a
         folder calls this per file."""
         ino = vf.inode_for(path)
-        node = self._by_ino.get(ino)
+        node = self._at(ino)
         if node is None and not self._collided:
             node = self._by_ino[ino] = _new_file(FileNode)
             node.inode, node._place, node._src, node._ix, node.mtime = ino, vf.version, src, ix, mtime
@@ -315,7 +467,7 @@ class InodeTable:
 
     def _upsert(self, key: Key, ino: int, mtime: float, make: Any, place: Place | None,
                 file: tuple[EntryTable | ManifestEntry, int] | None = None) -> Node:
-        node = self._by_ino.get(ino)
+        node = self._at(ino)
         if node is not None and node.key == key:
             pass
         elif (node := self._collided.get(key)) is None:
@@ -343,6 +495,11 @@ class InodeTable:
         """The kernel dropped ``n`` references; a node nobody references is freed."""
         node = self._by_ino.get(inode)
         if node is None:
+            for listing in self._lazy:
+                k = listing.find(inode)
+                if k >= 0:
+                    listing.drop(k, n)
+                    return
             return
         node.lookups = max(0, node.lookups - n)
         if node.lookups == 0 and not node.pinned and not node.open_handles:

@@ -134,7 +134,7 @@ class WandbFS(pyfuse3.Operations):
 
     def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         if node.__class__ is FileNode:
-            return file_attrs(node, self.opts.uid, self.opts.gid)  # type: ignore[arg-type]
+            return file_attrs(node.inode, node.size, node.mtime, self.opts.uid, self.opts.gid)
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.inode
         a.generation = 0
@@ -378,7 +378,7 @@ class WandbFS(pyfuse3.Operations):
             "wandb_offline_since_s": (None if self.catalog.offline_since is None
                                       else round(trio.current_time() - self.catalog.offline_since, 1)),
             "lineage_recorded": lin.recorded if lin else None, "lineage_pending": lin.pending if lin else None,
-            "errors": dict(self.errors), "open_files": self.handles.open_files,
+            "errors": dict(self.errors), "open_files": self.handles.open_files, **self.table.counts(),
             **self.fetcher.tier_status(),
         }
 
