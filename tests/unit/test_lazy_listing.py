@@ -103,3 +103,48 @@ def test_a_number_another_object_has_leaves_the_file_a_node_of_its_own() -> None
     assert again["f0005"] == (node, ino) and node.lookups == 2
     table.forget(taken, 5)
     assert table.get(ino) is node                                                # not the squatter's refs
+
+
+def test_a_file_taken_by_index_before_it_is_listed_is_still_found_by_number() -> None:
+    m = _manifest()
+    table = InodeTable(lazy_min=100)
+    listing = table.folder(V, m.listdir(()), 0.0)
+    name, node = listing[7]                      # the Sequence way first (no readdir yet)
+    table.forget(node.inode, 0)                  # nobody holds it: freed
+    _, none, ino, _ = listing.child(7)           # then listed: held in the folder's arrays
+    listing.hold(7)
+    assert none is None and ino == node.inode
+    assert table.get(ino).path == name           # found again from the number
+    table.forget(ino, 1)
+    assert table.get(ino) is None and table.lazy_held == 0
+
+
+def test_two_lazy_folders_never_hand_out_one_number(monkeypatch) -> None:
+    """A number a file of another lazy folder has (a faked 63-bit collision) leaves the
+    second file a node with a number of its own, as an eager folder does."""
+    import wandbfs.fuse.inodes as inodes
+    other = VersionDir("acme", "model", "c", 1)
+    real = inodes._VersionFiles.inode_for
+    taken = real(inodes._VersionFiles(other), "f0005")
+    monkeypatch.setattr(inodes._VersionFiles, "inode_for",
+                        lambda self, p: taken if (self.version == V and p == "f0009") else real(self, p))
+    m = _manifest()
+    table = InodeTable(lazy_min=100)
+    first, second = table.folder(other, m.listdir(()), 0.0), table.folder(V, m.listdir(()), 0.0)
+    a = _list_all(first)[5]
+    b = _list_all(second)[9]
+    assert a[2] == taken and a[1] is None and b[1] is not None and b[2] != taken
+    table.forget(taken, 1)                       # the first folder's file let go
+    assert table.get(taken) is None and table.get(b[2]).path == "f0009" and table.get(b[2]).lookups == 1
+
+
+def test_a_file_given_another_number_keeps_it_when_its_folder_is_listed() -> None:
+    m = _manifest()
+    table = InodeTable(lazy_min=100)
+    taken = inode_for(("path", *V.key[1:], "f0005"))
+    table._by_ino[taken] = Node(taken, Org("someone"), lookups=1)            # a collision
+    looked = table.upsert_file(V, m.entries, 0.0, m.entries.index_of("f0005"))
+    looked.lookups += 1
+    table.forget(taken, 1)                                                     # the other object goes
+    sent = {name: (n, ino) for name, n, ino, _ in _list_all(table.folder(V, m.listdir(()), 0.0))}
+    assert sent["f0005"] == (looked, looked.inode) and looked.lookups == 2

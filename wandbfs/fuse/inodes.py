@@ -189,10 +189,62 @@ class _VersionFiles:
 
 LAZY_MIN = 4096
 """A folder of at least this many files keeps the kernel's references to the files listed
-from it in arrays (``FolderListing``), not a node each; below it, nodes are cheaper to look
-up than a search of the lazy folders (there are at most files / LAZY_MIN of them)."""
+from it in arrays (``FolderListing``), not a node each; below it a node each costs little."""
 
 _EAGER = 0xFFFFFFFF   # a lazy folder's child whose inode number another object has: it gets a node
+
+
+class _LazyIndex:
+    """Inode number -> (lazy folder, child) for every file the lazy folders have numbered:
+    one open-addressing table for the whole inode table (``(folder << 32) | (child + 1)``
+    per slot, at most half full, sized ahead for a folder's children when it is added), so
+    a number is found by one probe sequence however many lazy folders there are, and a
+    number a file of another folder already has is seen when the second file is numbered."""
+
+    __slots__ = ("folders", "_slots", "_mask", "_room")
+
+    def __init__(self) -> None:
+        self.folders: list[FolderListing] = []
+        self._slots = array("q", bytes(8 * 16))
+        self._mask = 15
+        self._room = 0      # every lazy folder's children: each is inserted at most once
+
+    def add(self, folder: "FolderListing") -> int:
+        """Register a lazy folder (room made for all its children); its number in the index."""
+        self.folders.append(folder)
+        self._room += len(folder)
+        need = 2 * self._room
+        if need > len(self._slots):
+            self._grow(1 << need.bit_length())
+        return len(self.folders) - 1
+
+    def _grow(self, cap: int) -> None:
+        old, self._slots, self._mask = self._slots, array("q", bytes(8 * cap)), cap - 1
+        for v in old:
+            if v:
+                self._put(self.folders[v >> 32]._inodes[(v & 0xFFFFFFFF) - 1], v)
+
+    def _put(self, ino: int, v: int) -> None:
+        slots, mask = self._slots, self._mask
+        s = ino & mask
+        while slots[s]:
+            s = (s + 1) & mask
+        slots[s] = v
+
+    def insert(self, fno: int, k: int, ino: int) -> None:
+        """File ``k`` of folder ``fno`` has the number ``ino`` (``add`` made room for it)."""
+        self._put(ino, (fno << 32) | (k + 1))
+
+    def find(self, ino: int) -> "tuple[FolderListing, int] | None":
+        """The lazy folder and child numbered ``ino`` (eager children skipped), or None."""
+        slots, mask, folders = self._slots, self._mask, self.folders
+        s = ino & mask
+        while (v := slots[s]):
+            f, k = folders[v >> 32], (v & 0xFFFFFFFF) - 1
+            if f._inodes[k] == ino and f._counts[k] != _EAGER:  # type: ignore[index]
+                return f, k
+            s = (s + 1) & mask
+        return None
 
 
 class FolderListing(Sequence[tuple[str, Node]]):
@@ -203,14 +255,15 @@ class FolderListing(Sequence[tuple[str, Node]]):
 
     A folder of ``LAZY_MIN`` files or more is *lazy*: listing a file makes no node. Its
     inode number (the same hash as its node's would be) goes in ``_inodes``, the kernel's
-    references to it in ``_counts``, and an open-addressing index ``_slots`` (child + 1 per
-    slot, at most half full) finds the child again from the number when the kernel asks
-    about it (``InodeTable.get``, ``forget``): 20 bytes a file, where a node and its slot
-    in the table took about 200. A file's count lives in exactly one place: its node once
-    one is made (``materialize`` moves it there), the arrays before."""
+    references to it in ``_counts``, and the table's ``_LazyIndex`` finds the child again
+    from the number when the kernel asks about it (``InodeTable.get``, ``forget``): about
+    30 bytes a file, where a node and its slot in the table took about 200. A file's count
+    lives in exactly one place: its node once one is made (``materialize`` moves it there),
+    the arrays before. A file whose number another object has (a hash collision) is eager:
+    it gets a node, made the way a small folder's are."""
 
     __slots__ = ("_table", "_folder", "_listing", "_files", "_vf", "_prefix", "mtime", "_inodes",
-                 "_counts", "_slots", "_mask")
+                 "_counts", "_no")
 
     def __init__(self, table: "InodeTable", folder: InVersion, children: DirListing, mtime: float,
                  lazy: bool = False) -> None:
@@ -224,9 +277,7 @@ class FolderListing(Sequence[tuple[str, Node]]):
         n = len(children)
         self._inodes = array("q", bytes(8 * n))
         self._counts: array[int] | None = array("I", bytes(4 * n)) if lazy else None
-        cap = 1 << max(4, (2 * n).bit_length())
-        self._slots = array("i", bytes(4 * cap)) if lazy else None
-        self._mask = cap - 1
+        self._no = table.lazy_index.add(self) if lazy else -1
 
     def __len__(self) -> int:
         return len(self._inodes)
@@ -235,6 +286,9 @@ class FolderListing(Sequence[tuple[str, Node]]):
         """Child ``i`` with its node (made if need be; a lazy file's count moves into it)."""
         ix, name = self._listing.kid(i)
         ino = self._inodes[i]
+        lazy = ix >= 0 and self._counts is not None
+        if not ino and lazy:
+            ino = self._number(i, name)   # numbered (and indexed) before anything is asked of it
         if ino:
             node = self._table.get(ino)
             if node is not None and (node.holds(self._files, ix) if node.__class__ is FileNode else  # type: ignore[attr-defined]
@@ -244,6 +298,8 @@ class FolderListing(Sequence[tuple[str, Node]]):
             node = self._table.file_node(self._vf, self._files, ix, self._prefix + name, self.mtime)
         else:
             node = self._table.upsert(self._folder.child(name), self.mtime)
+        if lazy and node.inode != ino:   # another object has this number: this file keeps a node
+            self._unindex(i)
         self._inodes[i] = node.inode
         return name, node
 
@@ -252,7 +308,7 @@ class FolderListing(Sequence[tuple[str, Node]]):
         for a file of a lazy folder that has none; the caller then calls ``hold(i)`` once
         the kernel has the entry (and ``node.lookups += 1`` otherwise)."""
         counts = self._counts
-        if counts is not None and counts[i] != _EAGER:
+        if counts is not None and counts[i] != _EAGER and not self._table._collided:
             ix, name = self._listing.kid(i)
             if ix >= 0:
                 ino = self._inodes[i] or self._number(i, name)
@@ -262,11 +318,7 @@ class FolderListing(Sequence[tuple[str, Node]]):
                         return name, None, ino, self._files.size_at(ix)
                     if node.__class__ is FileNode and node.holds(self._files, ix):  # type: ignore[attr-defined]
                         return name, node, ino, node.size
-                    name, node = self[i]
-                    if node.inode != ino:   # another object has this number: this file keeps a node
-                        self._unindex(i)
-                    return name, node, node.inode, node.size
-        name, node = self[i]
+        name, node = self[i]   # a node (a folder, an eager file, or once any key has collided)
         return name, node, node.inode, node.size
 
     def hold(self, i: int) -> None:
@@ -279,19 +331,15 @@ class FolderListing(Sequence[tuple[str, Node]]):
 
     # ---- the lazy index ---------------------------------------------------------------
     def _number(self, i: int, name: str) -> int:
-        """Child ``i``'s inode number, hashed once and indexed (a number two children of this
-        folder share leaves the second one a node of its own)."""
+        """Child ``i``'s inode number, hashed once and indexed (a number a file of any lazy
+        folder has already leaves this one eager: a node of its own)."""
         ino = self._vf.inode_for(self._prefix + name)
-        if self.find(ino) >= 0:
+        index = self._table.lazy_index
+        if index.find(ino) is not None:
             assert self._counts is not None
             self._counts[i] = _EAGER
             return ino
-        slots, mask = self._slots, self._mask
-        assert slots is not None
-        s = ino & mask
-        while slots[s]:
-            s = (s + 1) & mask
-        slots[s] = i + 1
+        index.insert(self._no, i, ino)
         self._inodes[i] = ino
         return ino
 
@@ -299,21 +347,10 @@ class FolderListing(Sequence[tuple[str, Node]]):
         """Child ``i`` goes back to an eager node (its number belongs to another object;
         its references are in that node already, moved there by ``materialize``)."""
         assert self._counts is not None
+        if self._counts[i] == _EAGER:
+            return
         self._table.lazy_held -= self._counts[i] > 0
-        self._counts[i] = _EAGER   # the slot stays; ``find`` skips an eager child
-
-    def find(self, ino: int) -> int:
-        """The lazy child whose number is ``ino``, or -1."""
-        slots, counts, inodes = self._slots, self._counts, self._inodes
-        if slots is None or counts is None:
-            return -1
-        mask = self._mask
-        s = ino & mask
-        while (k := slots[s]):
-            if inodes[k - 1] == ino and counts[k - 1] != _EAGER:
-                return k - 1
-            s = (s + 1) & mask
-        return -1
+        self._counts[i] = _EAGER   # the index keeps its slot; ``find`` skips an eager child
 
     def drop(self, k: int, n: int) -> None:
         """The kernel forgot ``n`` references to lazy child ``k``."""
@@ -323,6 +360,9 @@ class FolderListing(Sequence[tuple[str, Node]]):
             counts[k] = max(0, counts[k] - n)
             if not counts[k]:
                 self._table.lazy_held -= 1
+
+    def held(self, k: int) -> bool:
+        return bool(self._counts[k])  # type: ignore[index]
 
     def materialize(self, k: int) -> FileNode:
         """Lazy child ``k``'s node, made now, taking the kernel's references to it."""
@@ -345,7 +385,7 @@ class InodeTable:
         self._folders: dict[tuple[str, str, str, int, tuple[str, ...]], FolderListing] = {}
         self._collided: dict[Key, Node] = {}      # keys whose hash was taken by another key
         self._versions: dict[tuple[str, str, str, int], _VersionFiles] = {}
-        self._lazy: list[FolderListing] = []      # the lazy folders (FolderListing's doc)
+        self.lazy_index = _LazyIndex()            # the lazy folders' files (FolderListing's doc)
         self._collisions = 0
         self.lazy_held = 0                        # files the kernel holds that have no node
 
@@ -366,28 +406,25 @@ class InodeTable:
     def get(self, inode: int) -> Node | None:
         """The node of ``inode``; a file of a lazy folder the kernel holds gets one now."""
         node = self._by_ino.get(inode)
-        if node is None and self._lazy:
+        if node is None and self.lazy_index.folders:
             node = self._materialize(inode, held_only=True)
         return node
 
     def _at(self, inode: int) -> Node | None:
         """The node numbered ``inode``, made now if it is a lazy folder's file (a lookup)."""
         node = self._by_ino.get(inode)
-        if node is None and self._lazy:
+        if node is None and self.lazy_index.folders:
             node = self._materialize(inode, held_only=False)
         return node
 
     def _materialize(self, inode: int, held_only: bool) -> Node | None:
         """A node for the lazy folders' file ``inode`` (``held_only``: only if the kernel
         holds it; a lookup makes one either way)."""
-        for listing in self._lazy:
-            k = listing.find(inode)
-            if k >= 0:
-                if held_only and not listing._counts[k]:  # type: ignore[index]
-                    return None
-                node = self._by_ino[inode] = listing.materialize(k)
-                return node
-        return None
+        found = self.lazy_index.find(inode)
+        if found is None or (held_only and not found[0].held(found[1])):
+            return None
+        node = self._by_ino[inode] = found[0].materialize(found[1])
+        return node
 
     def nodes(self) -> list[Node]:
         """Every node the kernel may hold (a copy: refresh walks it while lookups go on)."""
@@ -396,7 +433,7 @@ class InodeTable:
     def by_key(self, key: Key) -> Node | None:
         if key == ("root",):
             return self._by_ino.get(ROOT_INODE)
-        node = self._by_ino.get(inode_for(key))
+        node = self.get(inode_for(key))
         if node is not None and node.key == key:
             return node
         return self._collided.get(key)
@@ -419,8 +456,6 @@ class InodeTable:
         if listing is None:
             lazy = len(children) >= self.lazy_min
             listing = self._folders[key] = FolderListing(self, folder, children, mtime, lazy)
-            if lazy:
-                self._lazy.append(listing)
         return listing
 
     def upsert(self, place: Place, mtime: float) -> Node:
@@ -450,6 +485,13 @@ class InodeTable:
         """``upsert_file`` with the version's shared part and the path at hand: listing a
         folder calls this per file."""
         ino = vf.inode_for(path)
+        if self._collided:   # a key whose hash was taken keeps the number it was given
+            v = vf.version
+            node = self._collided.get(("path", v.org, v.reg, v.coll, v.idx, path))
+            if node is not None:
+                node.set_file(src, ix)  # type: ignore[attr-defined]
+                node.mtime = mtime
+                return node
         node = self._at(ino)
         if node is None and not self._collided:
             node = self._by_ino[ino] = _new_file(FileNode)
@@ -495,11 +537,9 @@ class InodeTable:
         """The kernel dropped ``n`` references; a node nobody references is freed."""
         node = self._by_ino.get(inode)
         if node is None:
-            for listing in self._lazy:
-                k = listing.find(inode)
-                if k >= 0:
-                    listing.drop(k, n)
-                    return
+            found = self.lazy_index.find(inode) if self.lazy_index.folders else None
+            if found is not None:
+                found[0].drop(found[1], n)
             return
         node.lookups = max(0, node.lookups - n)
         if node.lookups == 0 and not node.pinned and not node.open_handles:
